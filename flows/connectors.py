@@ -1,0 +1,178 @@
+"""Bytewax sources and sinks for segstream: thin glue around confluent-kafka and the Redis store.
+
+- :func:`kafka_source`: Bytewax's ``KafkaSource`` (it assigns partitions itself
+  and keeps offsets in the recovery store; no consumer group), with consumer
+  errors emitted into the flow rather than raised, so they can be dead-lettered.
+- :class:`KafkaOutSink`: produces asynchronously and flushes once per batch;
+  a delivery failure raises, so the worker stops before its snapshot moves past
+  unwritten output (at-least-once; the resume epoch is produced again).
+- :class:`RedisSink`: one pipeline per batch through ``RedisStore``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from bytewax.connectors.kafka import KafkaSource, _list_parts
+from bytewax.outputs import DynamicSink, StatelessSinkPartition
+from confluent_kafka import KafkaException, Producer
+from confluent_kafka.admin import AdminClient
+
+from segstream.config import Config
+from segstream.errors import SegstreamError
+from segstream.metrics import REDIS_PROFILE_WRITES, SINK_BATCH_SECONDS
+from segstream.operators.events import iso_utc
+from segstream.operators.user import UserUpdate
+from segstream.state.redis import RedisStore
+
+
+class SinkError(SegstreamError):
+    """A sink could not write its batch; the worker stops rather than lose output."""
+
+
+@dataclass(frozen=True, slots=True)
+class OutMessage:
+    """One Kafka message to produce."""
+
+    topic: str
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes]] = field(default_factory=list)
+
+
+class _SegstreamKafkaSource(KafkaSource):
+    """KafkaSource whose partition listing gets only client-level settings.
+
+    Bytewax passes the consumer settings to its AdminClient too, which makes
+    librdkafka warn about every consumer-only property at start-up.
+    """
+
+    def __init__(self, *args: object, admin_config: dict[str, str], **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self._admin_config = admin_config
+
+    def list_parts(self) -> list[str]:
+        client = AdminClient(self._admin_config)
+        client.poll(0)
+        return list(_list_parts(client, self._topics))
+
+
+def consumer_settings(config: Config) -> dict[str, str]:
+    """librdkafka consumer settings of the source, from config."""
+    return {
+        "fetch.wait.max.ms": str(config.fetch_wait_max_ms),
+        # librdkafka's default 1000 ms backoff stalls a consumer that caught up.
+        "fetch.queue.backoff.ms": "10",
+        "allow.auto.create.topics": "false",
+        **dict(config.kafka_options),
+    }
+
+
+def kafka_source(config: Config, *, tail: bool = True) -> KafkaSource:
+    """The clickstream source; ``tail=False`` stops at the end of the topics."""
+    admin = {"bootstrap.servers": ",".join(config.brokers), **dict(config.kafka_options)}
+    return _SegstreamKafkaSource(
+        list(config.brokers),
+        list(config.input_topics),
+        tail=tail,
+        add_config=consumer_settings(config),
+        batch_size=config.source_batch_size,
+        raise_on_errors=False,
+        admin_config=admin,
+    )
+
+
+class _KafkaOutPartition(StatelessSinkPartition[OutMessage]):
+    def __init__(self, producer: Producer) -> None:
+        self._producer = producer
+        self._errors: list[str] = []
+
+    def _on_delivery(self, err: object, _msg: object) -> None:
+        if err is not None:
+            self._errors.append(str(err))
+
+    def write_batch(self, items: list[OutMessage]) -> None:
+        started = time.perf_counter()
+        produce = self._producer.produce
+        for msg in items:
+            while True:
+                try:
+                    produce(msg.topic, value=msg.value, key=msg.key, headers=msg.headers,
+                            on_delivery=self._on_delivery)
+                    break
+                except BufferError:
+                    self._producer.poll(0.01)
+        self._producer.flush()
+        SINK_BATCH_SECONDS.labels("kafka").observe(time.perf_counter() - started)
+        if self._errors:
+            errors, self._errors = self._errors, []
+            msg = f"{len(errors)} messages were not delivered to Kafka, first: {errors[0]}"
+            raise SinkError(msg)
+
+    def close(self) -> None:
+        self._producer.flush()
+
+
+class KafkaOutSink(DynamicSink[OutMessage]):
+    """Produces :class:`OutMessage` s, one producer per worker."""
+
+    def __init__(self, config: Config) -> None:
+        self._settings = {
+            "bootstrap.servers": ",".join(config.brokers),
+            "linger.ms": str(config.producer_linger_ms),
+            "enable.idempotence": "false",
+            **dict(config.kafka_options),
+        }
+
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> _KafkaOutPartition:
+        try:
+            return _KafkaOutPartition(Producer(self._settings))
+        except KafkaException as exc:
+            msg = f"step {step_id!r}: cannot create a Kafka producer: {exc}"
+            raise SinkError(msg) from exc
+
+
+def merge_updates(updates: Sequence[UserUpdate]) -> list[UserUpdate]:
+    """Fold several updates of one user in a batch into one (changes kept in order)."""
+    by_user: dict[str, UserUpdate] = {}
+    for update in updates:
+        earlier = by_user.get(update.user_id)
+        if earlier is not None:
+            update = UserUpdate(
+                update.user_id, update.version, update.events_total, update.profile,
+                earlier.changes + update.changes,
+            )
+        by_user[update.user_id] = update
+    return list(by_user.values())
+
+
+class _RedisPartition(StatelessSinkPartition[UserUpdate]):
+    def __init__(self, store: RedisStore) -> None:
+        self._store = store
+
+    def write_batch(self, items: list[UserUpdate]) -> None:
+        started = time.perf_counter()
+        updated_at = iso_utc(time.time())
+        batch = [
+            (u.user_id, u.version, u.events_total, {**u.profile, "updated_at": updated_at}, u.changes)
+            for u in merge_updates(items)
+        ]
+        written = self._store.apply(batch)
+        REDIS_PROFILE_WRITES.inc(written)
+        SINK_BATCH_SECONDS.labels("redis").observe(time.perf_counter() - started)
+
+    def close(self) -> None:
+        self._store.close()
+
+
+class RedisSink(DynamicSink[UserUpdate]):
+    """Writes :class:`UserUpdate` s to Redis, one connection per worker."""
+
+    def __init__(self, config: Config) -> None:
+        self._url = config.redis_url
+        self._prefix = config.redis_prefix
+
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> _RedisPartition:
+        return _RedisPartition(RedisStore.from_url(self._url, self._prefix))

@@ -1,0 +1,64 @@
+"""Serialize outputs for Kafka: changes for ``segment-changes``, rejects for the dead-letter topic.
+
+The last step before the Kafka sink. ``change_value`` builds the JSON value of
+one change (the contract in ``segstream/schemas/segment-change.schema.json``);
+``dead_letter`` keeps the original bytes as the value and puts the reason and
+source coordinates in headers, so a dead-lettered message can be re-driven
+as is once fixed.
+
+>>> from segstream.operators.events import Change
+>>> change = Change("u1", "journey", "journey:decision", "enter", "journey:awareness",
+...                 event_time=0.0, version=3, cause="m1", rule="awareness->decision")
+>>> change_value(change, emitted_at=1.0)[:60]
+b'{"user_id":"u1","kind":"journey","segment":"journey:decision'
+"""
+
+from __future__ import annotations
+
+import orjson
+
+from segstream.operators.events import Change, Rejected, iso_utc
+
+REASON_HEADER = "segstream.reason"
+DETAIL_HEADER = "segstream.detail"
+SOURCE_HEADER = "segstream.source"
+
+
+def change_value(change: Change, *, emitted_at: float) -> bytes:
+    """Return the JSON value of one change (``emitted_at`` is wall-clock epoch seconds)."""
+    return orjson.dumps(
+        {
+            "user_id": change.user_id,
+            "kind": change.kind,
+            "segment": change.segment,
+            "change": change.change,
+            "previous": change.previous,
+            "event_time": iso_utc(change.event_time),
+            "emitted_at": iso_utc(emitted_at),
+            "version": change.version,
+            "cause": change.cause,
+            "rule": change.rule,
+            "scores": change.scores,
+            "model_version": change.model_version,
+        }
+    )
+
+
+def change_key(change: Change) -> bytes:
+    """Kafka key of a change: the user id, so a user's changes stay in order."""
+    return change.user_id.encode()
+
+
+def dead_letter_headers(rejected: Rejected) -> list[tuple[str, bytes]]:
+    """Headers of a dead letter: reason code, detail, and ``topic/partition/offset``.
+
+    >>> from segstream.operators.events import Reason
+    >>> dict(dead_letter_headers(Rejected(Reason.NOT_JSON, "bad", b"{", None, "t", 0, 7)))
+    {'segstream.reason': b'not_json', 'segstream.detail': b'bad', 'segstream.source': b't/0/7'}
+    """
+    source = f"{rejected.topic}/{rejected.partition}/{rejected.offset}"
+    return [
+        (REASON_HEADER, rejected.reason.value.encode()),
+        (DETAIL_HEADER, rejected.detail.encode("utf-8", "replace")),
+        (SOURCE_HEADER, source.encode()),
+    ]

@@ -1,0 +1,138 @@
+"""The typed messages that flow between operators: ``Event``, ``Rejected``, ``Change``.
+
+``Event`` is a validated Segment-Spec call; ``Rejected`` is unusable input on its
+way to the dead-letter topic; ``Change`` is one membership change on its way to
+the ``segment-changes`` topic and Redis.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+
+class Reason(StrEnum):
+    """Machine-readable reasons an input is dead-lettered (the ``reason`` field)."""
+
+    EMPTY = "empty"
+    """The message has no value (a tombstone)."""
+    OVERSIZED = "oversized"
+    """The value is larger than ``max_event_bytes``."""
+    NOT_JSON = "not_json"
+    """The value is not valid UTF-8 JSON."""
+    NOT_OBJECT = "not_object"
+    """The JSON is not an object."""
+    BAD_TYPE = "bad_type"
+    """``type`` is missing (and there is no ``event``) or not a Segment call type."""
+    MISSING_EVENT = "missing_event"
+    """A ``track`` call without an ``event`` name."""
+    MISSING_ID = "missing_id"
+    """Neither ``userId`` nor ``anonymousId`` is a non-empty string."""
+    MISSING_TIMESTAMP = "missing_timestamp"
+    """No ``timestamp``."""
+    BAD_TIMESTAMP = "bad_timestamp"
+    """``timestamp`` is not an ISO-8601 date-time."""
+    WRONG_TYPE = "wrong_type"
+    """A known field has the wrong JSON type (e.g. ``properties`` is a list)."""
+    SOURCE_ERROR = "source_error"
+    """The Kafka consumer reported an error for this message."""
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One validated Segment-Spec call.
+
+    Attributes:
+        key: identity the state is keyed by: ``user_id`` if known, else ``anonymous_id``.
+        user_id: ``userId`` or ``None``.
+        anonymous_id: ``anonymousId`` or ``None``.
+        message_id: ``messageId``, or ``topic:partition:offset`` when absent.
+        type: ``track``, ``page``, ``screen``, ``identify`` or ``alias``.
+        name: the ``event`` (track) or ``name`` (page/screen), if any.
+        role: the semantic role from the taxonomy, or ``None``.
+        timestamp: event time, seconds since the Unix epoch (UTC).
+        revenue: ``properties.revenue`` (else ``total``) for any event, 0.0 if absent.
+        properties: the ``properties`` object as sent (not copied; never stored in state).
+        context: the ``context`` object as sent.
+        traits: ``traits`` (identify) or ``context.traits``, as sent.
+    """
+
+    key: str
+    user_id: str | None
+    anonymous_id: str | None
+    message_id: str
+    type: str
+    name: str | None
+    role: str | None
+    timestamp: float
+    revenue: float
+    properties: dict[str, Any]
+    context: dict[str, Any]
+    traits: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """An input that cannot be used, with everything needed to find and replay it.
+
+    Attributes:
+        reason: machine-readable :class:`Reason`.
+        detail: one human-readable sentence naming the field at fault.
+        raw: the original message value, byte for byte (``None`` for a tombstone).
+        key: the original message key.
+        topic: source topic.
+        partition: source partition.
+        offset: source offset.
+    """
+
+    reason: Reason
+    detail: str
+    raw: bytes | None
+    key: bytes | None = None
+    topic: str | None = None
+    partition: int | None = None
+    offset: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One membership change of one user, as published on ``segment-changes``.
+
+    Attributes:
+        user_id: the user (the state key).
+        kind: ``journey``, ``cluster``, ``rule`` or ``churn``.
+        segment: the segment id. Single-valued kinds are qualified by kind
+            (``journey:decision``); rule segments are bare names (``loyal``).
+        change: ``enter`` or ``exit``.
+        previous: for single-valued kinds, the segment left by this change.
+        event_time: event time (epoch seconds) of the event or timer that caused it.
+        version: per-user, strictly increasing; consumers dedupe on ``(user_id, version)``.
+        cause: the ``messageId`` of the causing event, or ``timer:<name>``.
+        rule: the transition or rule that decided it (e.g. ``consideration->decision``).
+        scores: model scores behind the decision, if a model decided.
+        model_version: version of the deciding model, if a model decided.
+    """
+
+    user_id: str
+    kind: str
+    segment: str
+    change: str
+    previous: str | None
+    event_time: float
+    version: int
+    cause: str
+    rule: str | None = None
+    scores: dict[str, float] | None = None
+    model_version: int | None = None
+
+
+def iso_utc(epoch_seconds: float) -> str:
+    """Format epoch seconds as ISO-8601 UTC with millisecond precision.
+
+    >>> iso_utc(0.5)
+    '1970-01-01T00:00:00.500Z'
+    """
+    moment = datetime.fromtimestamp(epoch_seconds, tz=UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")

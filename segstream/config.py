@@ -1,0 +1,382 @@
+"""The one place configuration is read: a TOML file, then ``SEGSTREAM_*`` env.
+
+``load_config()`` is the only function in segstream that reads the
+environment. It layers three sources, later ones winning:
+
+1. the defaults documented on each field of :class:`Config`;
+2. a TOML file (``--config FILE`` or ``SEGSTREAM_CONFIG``);
+3. environment variables, ``SEGSTREAM_`` + the field name in upper case
+   (``brokers`` -> ``SEGSTREAM_BROKERS``). Lists are comma separated. Taxonomy
+   roles are ``SEGSTREAM_TAXONOMY_<ROLE>`` (e.g. ``SEGSTREAM_TAXONOMY_PURCHASE=
+   "Order Completed,purchase"``).
+
+Any unknown key in the file or unknown ``SEGSTREAM_*`` variable, and any value
+of the wrong type, raises :class:`~segstream.errors.ConfigError` naming the
+field and where it came from, with the closest known name when there is one.
+
+>>> cfg = load_config(env={"SEGSTREAM_BROKERS": "k1:9092,k2:9092"})
+>>> cfg.brokers
+('k1:9092', 'k2:9092')
+>>> cfg.output_topic
+'segment-changes'
+>>> load_config(env={"SEGSTREAM_BROKER": "k1:9092"})
+Traceback (most recent call last):
+...
+segstream.errors.ConfigError: config field 'SEGSTREAM_BROKER' (from environment): unknown setting; did you mean 'SEGSTREAM_BROKERS'?
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from segstream.errors import ConfigError
+from segstream.operators.journey import JourneyConfig
+from segstream.operators.taxonomy import DEFAULT_TAXONOMY, ROLES, Taxonomy
+
+ENV_PREFIX = "SEGSTREAM_"
+# Variables that carry no setting of their own and so are not "unknown".
+_ENV_NOT_SETTINGS = frozenset({"SEGSTREAM_CONFIG"})
+
+
+def _doc(default_doc: str) -> dict[str, str]:
+    return {"doc": default_doc}
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """Every setting of a segstream worker; immutable, built by :func:`load_config`.
+
+    Each field's environment variable is ``SEGSTREAM_`` + its name in upper case.
+    """
+
+    brokers: tuple[str, ...] = field(
+        default=("localhost:9092",), metadata=_doc("Kafka bootstrap servers (comma list).")
+    )
+    input_topics: tuple[str, ...] = field(
+        default=("clickstream",), metadata=_doc("Clickstream topics to consume (comma list).")
+    )
+    output_topic: str = field(
+        default="segment-changes", metadata=_doc("Topic receiving one message per change.")
+    )
+    dlq_topic: str = field(
+        default="segstream-dead-letters",
+        metadata=_doc("Dead-letter topic: raw bytes of unusable events plus a reason."),
+    )
+    redis_url: str = field(
+        default="redis://localhost:6379/0", metadata=_doc("Redis holding profiles and sets.")
+    )
+    redis_prefix: str = field(default="seg:", metadata=_doc("Prefix of every Redis key."))
+    metrics_port: int = field(
+        default=9464,
+        metadata=_doc(
+            "Port of /metrics and /healthz; process N of a cluster uses port + N; 0 disables."
+        ),
+    )
+    segments_file: str = field(
+        default="",
+        metadata=_doc("Segments/journey definition (TOML); empty means the embedded default."),
+    )
+    recovery_dir: str = field(
+        default="recovery",
+        metadata=_doc("Bytewax recovery directory (created if missing); empty disables recovery."),
+    )
+    snapshot_interval_s: float = field(
+        default=10.0,
+        metadata=_doc("Seconds between state snapshots; a crash replays at most this much."),
+    )
+    backup_interval_s: float = field(
+        default=0.0,
+        metadata=_doc("Seconds old snapshots are kept (set to your off-machine backup interval)."),
+    )
+    session_gap_s: float = field(
+        default=1800.0,
+        metadata=_doc("Inactivity gap (event time) that starts a new session."),
+    )
+    max_event_bytes: int = field(
+        default=32768, metadata=_doc("Events larger than this are dead-lettered as oversized.")
+    )
+    source_batch_size: int = field(
+        default=1000, metadata=_doc("Max messages taken from a partition per poll.")
+    )
+    fetch_wait_max_ms: int = field(
+        default=10,
+        metadata=_doc("librdkafka fetch.wait.max.ms on the source: lower means less latency."),
+    )
+    producer_linger_ms: int = field(
+        default=5, metadata=_doc("librdkafka linger.ms on the sink producer.")
+    )
+    kafka_options: tuple[tuple[str, str], ...] = field(
+        default=(),
+        metadata=_doc(
+            "Extra librdkafka settings for consumer and producer (e.g. security.protocol). "
+            'File: a [kafka_options] table; env: "key=value,key=value".'
+        ),
+    )
+    workers_per_process: int = field(
+        default=1, metadata=_doc("Bytewax workers per process (scale with processes instead).")
+    )
+    taxonomy: Taxonomy = field(
+        default=DEFAULT_TAXONOMY,
+        metadata=_doc("Event name -> semantic role mapping ([taxonomy] table)."),
+    )
+
+    def env_name(self, name: str) -> str:
+        """Return the environment variable of field ``name``.
+
+        >>> Config().env_name("redis_url")
+        'SEGSTREAM_REDIS_URL'
+        """
+        return ENV_PREFIX + name.upper()
+
+    def replace(self, **changes: Any) -> Config:
+        """Return a copy with ``changes`` applied (values already typed)."""
+        return dataclasses.replace(self, **changes)
+
+
+# --- value parsers: (raw value, field, source) -> typed value -------------------
+
+
+def _parse_str(raw: Any, name: str, source: str) -> str:
+    if not isinstance(raw, str):
+        raise ConfigError(name, source, f"expected a string, got {type(raw).__name__} {raw!r}")
+    return raw
+
+
+def _parse_int(raw: Any, name: str, source: str) -> int:
+    if isinstance(raw, bool):
+        raise ConfigError(name, source, f"expected an integer, got {raw!r}")
+    if isinstance(raw, int):
+        value = raw
+    elif isinstance(raw, str):
+        try:
+            value = int(raw.strip())
+        except ValueError as exc:
+            raise ConfigError(name, source, f"expected an integer, got {raw!r}") from exc
+    else:
+        raise ConfigError(name, source, f"expected an integer, got {type(raw).__name__}")
+    if value < 0:
+        raise ConfigError(name, source, f"must be >= 0, got {value}")
+    return value
+
+
+def _parse_float(raw: Any, name: str, source: str) -> float:
+    if isinstance(raw, bool):
+        raise ConfigError(name, source, f"expected a number, got {raw!r}")
+    if isinstance(raw, int | float):
+        value = float(raw)
+    elif isinstance(raw, str):
+        try:
+            value = float(raw.strip())
+        except ValueError as exc:
+            raise ConfigError(name, source, f"expected a number, got {raw!r}") from exc
+    else:
+        raise ConfigError(name, source, f"expected a number, got {type(raw).__name__}")
+    if not value >= 0:  # also rejects NaN
+        raise ConfigError(name, source, f"must be a number >= 0, got {raw!r}")
+    return value
+
+
+def _parse_str_list(raw: Any, name: str, source: str) -> tuple[str, ...]:
+    if isinstance(raw, str):
+        items = [part.strip() for part in raw.split(",")]
+    elif isinstance(raw, list):
+        items = [_parse_str(item, name, source).strip() for item in raw]
+    else:
+        raise ConfigError(name, source, f"expected a list of strings, got {raw!r}")
+    items = [item for item in items if item]
+    if not items:
+        raise ConfigError(name, source, "must list at least one value")
+    return tuple(items)
+
+
+def _parse_options(raw: Any, name: str, source: str) -> tuple[tuple[str, str], ...]:
+    if isinstance(raw, str):
+        pairs = []
+        for part in filter(None, (p.strip() for p in raw.split(","))):
+            key, sep, value = part.partition("=")
+            if not sep or not key.strip():
+                raise ConfigError(name, source, f"expected key=value pairs, got {part!r}")
+            pairs.append((key.strip(), value.strip()))
+        return tuple(pairs)
+    if isinstance(raw, dict):
+        return tuple((str(k), str(v).lower() if isinstance(v, bool) else str(v))
+                     for k, v in raw.items())
+    raise ConfigError(name, source, f"expected a table of librdkafka settings, got {raw!r}")
+
+
+_PARSERS: dict[str, Callable[[Any, str, str], Any]] = {
+    "str": _parse_str,
+    "int": _parse_int,
+    "float": _parse_float,
+    "tuple[str, ...]": _parse_str_list,
+    "tuple[tuple[str, str], ...]": _parse_options,
+}
+
+_FIELDS = {f.name: f for f in dataclasses.fields(Config)}
+
+
+def _suggest(name: str, candidates: list[str]) -> str:
+    close = difflib.get_close_matches(name, candidates, n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def _parse_taxonomy(raw: Any, source: str, base: Taxonomy) -> Taxonomy:
+    if not isinstance(raw, dict):
+        raise ConfigError("taxonomy", source, "expected a table mapping roles to event names")
+    roles = dict(base.roles)
+    for role, names in raw.items():
+        field_name = f"taxonomy.{role}"
+        if role not in ROLES:
+            raise ConfigError(
+                field_name, source,
+                f"unknown role{_suggest(role, list(ROLES))} (roles: {', '.join(ROLES)})",
+            )
+        roles[role] = _parse_str_list(names, field_name, source)
+    return Taxonomy.build(roles, source=source)
+
+
+def _apply(values: dict[str, Any], name: str, raw: Any, source: str) -> None:
+    kind = str(_FIELDS[name].type)
+    values[name] = _PARSERS[kind](raw, name, source)
+
+
+def load_config(
+    path: str | os.PathLike[str] | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+) -> Config:
+    """Build the worker's :class:`Config` from defaults, a TOML file and the environment.
+
+    Args:
+        path: TOML file; ``None`` means ``$SEGSTREAM_CONFIG`` if set, else no file.
+        env: the environment to read; ``None`` means ``os.environ``.
+
+    Raises:
+        ConfigError: an unknown setting, a bad value or an unreadable file.
+    """
+    env = os.environ if env is None else env
+    if path is None and env.get("SEGSTREAM_CONFIG"):
+        path = env["SEGSTREAM_CONFIG"]
+    values: dict[str, Any] = {}
+    taxonomy = DEFAULT_TAXONOMY
+
+    if path is not None:
+        source = str(path)
+        try:
+            document = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        except FileNotFoundError as exc:
+            raise ConfigError("config", source, "file not found") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError("config", source, f"not valid TOML: {exc}") from exc
+        for key, raw in document.items():
+            if key == "taxonomy":
+                taxonomy = _parse_taxonomy(raw, source, DEFAULT_TAXONOMY)
+            elif key in _FIELDS:
+                _apply(values, key, raw, source)
+            else:
+                raise ConfigError(key, source, "unknown setting" + _suggest(key, list(_FIELDS)))
+
+    env_taxonomy: dict[str, str] = {}
+    for var, raw in env.items():
+        if not var.startswith(ENV_PREFIX) or var in _ENV_NOT_SETTINGS:
+            continue
+        name = var[len(ENV_PREFIX):].lower()
+        if name.startswith("taxonomy_"):
+            env_taxonomy[name.removeprefix("taxonomy_")] = raw
+        elif name in _FIELDS and name != "taxonomy":
+            _apply(values, name, raw, "environment")
+        else:
+            known = [ENV_PREFIX + n.upper() for n in _FIELDS if n != "taxonomy"]
+            known += [f"{ENV_PREFIX}TAXONOMY_{r.upper()}" for r in ROLES]
+            raise ConfigError(var, "environment", "unknown setting" + _suggest(var, known))
+    if env_taxonomy:
+        taxonomy = _parse_taxonomy(env_taxonomy, "environment", taxonomy)
+
+    config = Config(taxonomy=taxonomy, **values)
+    _check(config, source=str(path) if path is not None else "environment")
+    return config
+
+
+def _check(config: Config, *, source: str) -> None:
+    """Cross-field checks that a single value parser cannot make."""
+    if config.snapshot_interval_s <= 0:
+        raise ConfigError("snapshot_interval_s", source, "must be > 0 seconds")
+    if config.session_gap_s <= 0:
+        raise ConfigError("session_gap_s", source, "must be > 0 seconds")
+    if config.source_batch_size < 1:
+        raise ConfigError("source_batch_size", source, "must be >= 1")
+    if config.workers_per_process < 1:
+        raise ConfigError("workers_per_process", source, "must be >= 1")
+    if config.fetch_wait_max_ms < 1:
+        raise ConfigError(
+            "fetch_wait_max_ms", source, "must be >= 1 (0 makes some brokers never answer)"
+        )
+    if not config.redis_url.startswith(("redis://", "rediss://", "unix://")):
+        raise ConfigError(
+            "redis_url", source, f"expected redis://host:port/db, got {config.redis_url!r}"
+        )
+    if config.output_topic == config.dlq_topic or config.output_topic in config.input_topics:
+        raise ConfigError(
+            "output_topic", source, "must differ from the dead-letter and input topics"
+        )
+    if config.metrics_port > 65535:
+        raise ConfigError("metrics_port", source, "must be a TCP port (0 disables)")
+
+
+def describe() -> list[tuple[str, str, str, str]]:
+    """List ``(field, env var, default, doc)`` for every setting (README, --help)."""
+    rows = []
+    for f in dataclasses.fields(Config):
+        env_var = f"{ENV_PREFIX}TAXONOMY_<ROLE>" if f.name == "taxonomy" else ENV_PREFIX + f.name.upper()
+        default = "Segment e-commerce names" if f.name == "taxonomy" else repr(f.default)
+        rows.append((f.name, env_var, default, f.metadata.get("doc", "")))
+    return rows
+
+
+DEFAULT_SEGMENTS_FILE = Path(__file__).parent / "defaults" / "segments.toml"
+
+
+@dataclass(frozen=True, slots=True)
+class SegmentsConfig:
+    """The segments file, checked: the journey state machine (rule segments follow).
+
+    Attributes:
+        journey: the journey-phase state machine.
+        source: the file it came from.
+    """
+
+    journey: JourneyConfig
+    source: str
+
+
+def load_segments(path: str | os.PathLike[str] | None = None) -> SegmentsConfig:
+    """Read and check a segments file; ``None`` or ``""`` means the embedded default.
+
+    >>> load_segments().journey.initial
+    'awareness'
+
+    Raises:
+        ConfigError: naming the file and the field at fault.
+    """
+    file = Path(path) if path else DEFAULT_SEGMENTS_FILE
+    source = str(file)
+    try:
+        document = tomllib.loads(file.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ConfigError("segments_file", source, "file not found") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError("segments_file", source, f"not valid TOML: {exc}") from exc
+    for key in document:
+        if key != "journey":
+            raise ConfigError(key, source, "unknown section" + _suggest(key, ["journey"]))
+    if "journey" not in document:
+        raise ConfigError("journey", source, "the segments file needs a [journey] table")
+    return SegmentsConfig(journey=JourneyConfig.from_dict(document["journey"], source=source),
+                          source=source)

@@ -1,0 +1,43 @@
+"""The one exception root of segstream and its specific subclasses.
+
+Bad *input* is never an exception: the parser returns a ``Rejected`` value that
+is routed to the dead-letter topic. Exceptions are for bad configuration (fail
+at start-up, naming the field) and for bugs or broken infrastructure.
+"""
+
+from __future__ import annotations
+
+
+class SegstreamError(Exception):
+    """Root of every error segstream raises on purpose."""
+
+
+class ConfigError(SegstreamError):
+    """A setting is unknown, missing or invalid.
+
+    Args:
+        field: the setting's name as the user wrote it (``brokers``,
+            ``taxonomy.purchase``, ``SEGSTREAM_BROKERS``).
+        source: where the value came from (a file path, ``environment``,
+            ``default``).
+        problem: what is wrong and, where possible, what would be right.
+    """
+
+    def __init__(self, field: str, source: str, problem: str) -> None:
+        self.field = field
+        self.source = source
+        self.problem = problem
+        super().__init__(f"config field {field!r} (from {source}): {problem}")
+
+
+class StateError(SegstreamError):
+    """Per-user state could not be (de)serialized; names the key involved."""
+
+    def __init__(self, key: str, problem: str) -> None:
+        self.key = key
+        self.problem = problem
+        super().__init__(f"state for key {key!r}: {problem}")
+
+
+class ServiceError(SegstreamError):
+    """A local service (broker, redis-server) the CLI starts did not come up."""

@@ -1,0 +1,85 @@
+"""Prometheus metrics of a worker process, and the HTTP server for /metrics and /healthz.
+
+Names follow Prometheus conventions: ``segstream_`` prefix, ``_total`` on
+counters, base units (seconds, bytes), low-cardinality labels only (reason,
+kind, sink), never a user id. Each process of a cluster serves its own
+``/metrics`` on ``metrics_port + process_id``.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import orjson
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Gauge, Histogram, generate_latest
+
+EVENTS_IN = Counter(
+    "segstream_events_total", "Valid events taken from the clickstream topics."
+)
+DEAD_LETTERS = Counter(
+    "segstream_dead_letters_total", "Inputs sent to the dead-letter topic, by reason.", ["reason"]
+)
+CHANGES_OUT = Counter(
+    "segstream_changes_total", "Segment membership changes emitted, by kind.", ["kind"]
+)
+REDIS_PROFILE_WRITES = Counter(
+    "segstream_redis_profile_writes_total",
+    "Profile hashes written to Redis (stale replays that the version guard skipped excluded).",
+)
+SINK_BATCH_SECONDS = Histogram(
+    "segstream_sink_batch_seconds",
+    "Time to write one batch to a sink, by sink.",
+    ["sink"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+)
+CONSUMER_LAG_SECONDS = Gauge(
+    "segstream_consumer_lag_seconds",
+    "Wall-clock now minus the Kafka timestamp of the newest message parsed (how far behind).",
+)
+EVENT_TIME_LAG_SECONDS = Gauge(
+    "segstream_event_time_lag_seconds",
+    "Wall-clock now minus the newest event time parsed.",
+)
+LAST_BATCH_UNIXTIME = Gauge(
+    "segstream_last_batch_timestamp_seconds", "Unix time the worker last took a batch of input."
+)
+
+_STARTED = time.time()
+
+
+class _Handler(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        if self.path.startswith("/metrics"):
+            body, ctype, status = generate_latest(REGISTRY), CONTENT_TYPE_LATEST, 200
+        elif self.path.startswith("/healthz"):
+            last = LAST_BATCH_UNIXTIME._value.get()  # noqa: SLF001 - a gauge's own value
+            body = orjson.dumps(
+                {
+                    "status": "ok",
+                    "uptime_s": round(time.time() - _STARTED, 3),
+                    "last_batch_age_s": None if last == 0 else round(time.time() - last, 3),
+                }
+            )
+            ctype, status = "application/json", 200
+        else:
+            body, ctype, status = b"not found: try /metrics or /healthz\n", "text/plain", 404
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+        # Scrapes every few seconds would drown the worker's own log.
+        return
+
+
+def serve_metrics(port: int, host: str = "0.0.0.0") -> ThreadingHTTPServer:  # noqa: S104
+    """Serve /metrics and /healthz on ``host:port`` from a daemon thread."""
+    server = ThreadingHTTPServer((host, port), _Handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, name="segstream-metrics", daemon=True)
+    thread.start()
+    return server

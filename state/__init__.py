@@ -1,0 +1,1 @@
+"""Shapes of state and where it lives: per-user state, the Redis store/reader."""

@@ -1,0 +1,184 @@
+"""Redis: the profile hashes and member sets that personalization services read.
+
+Key layout (prefix configurable, default ``seg:``), written only here:
+
+- ``{prefix}user:{user_id}``: hash of the profile (``journey``, ``segments``,
+  ``version``, ``updated_at`` and the headline features).
+- ``{prefix}members:{segment}``: set of the user ids currently in ``segment``.
+
+Writes go through one Lua script per user, batched in one pipeline per sink
+batch. The script applies a profile only if ``(version, events_total)`` is
+greater than what is stored, and a membership operation only if its change's
+version is greater than the stored version. So a replay after a crash (Bytewax
+is at-least-once) never moves a profile backwards and Redis converges to the
+state of an uninterrupted run.
+
+>>> RedisLayout("seg:").user("u1"), RedisLayout("seg:").members("journey:decision")
+('seg:user:u1', 'seg:members:journey:decision')
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+from segstream.operators.events import Change
+
+ENTER = "enter"
+
+# KEYS[1] = profile hash, KEYS[2..] = member sets named by the ops.
+# ARGV[1] = version, ARGV[2] = events_total, ARGV[3] = number of hash fields n,
+# ARGV[4 .. 3+2n] = field/value pairs, then per op (aligned with KEYS[2..]):
+# change version, "+" (SADD) or "-" (SREM). ARGV[last] = user id.
+_APPLY_UPDATE = """
+local stored = redis.call('HMGET', KEYS[1], 'version', 'events_total')
+local cur_v = tonumber(stored[1]) or -1
+local cur_n = tonumber(stored[2]) or -1
+local v = tonumber(ARGV[1])
+local n = tonumber(ARGV[2])
+local nfields = tonumber(ARGV[3])
+local user = ARGV[#ARGV]
+local pos = 4 + 2 * nfields
+for k = 2, #KEYS do
+  local op_version = tonumber(ARGV[pos])
+  if op_version > cur_v then
+    if ARGV[pos + 1] == '+' then
+      redis.call('SADD', KEYS[k], user)
+    else
+      redis.call('SREM', KEYS[k], user)
+    end
+  end
+  pos = pos + 2
+end
+if v > cur_v or (v == cur_v and n > cur_n) then
+  redis.call('HSET', KEYS[1], unpack(ARGV, 4, 3 + 2 * nfields))
+  return 1
+end
+return 0
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class RedisLayout:
+    """Names of segstream's Redis keys under one prefix."""
+
+    prefix: str = "seg:"
+
+    def user(self, user_id: str) -> str:
+        """Key of a user's profile hash."""
+        return f"{self.prefix}user:{user_id}"
+
+    def members(self, segment: str) -> str:
+        """Key of a segment's member set."""
+        return f"{self.prefix}members:{segment}"
+
+    def user_pattern(self) -> str:
+        """SCAN pattern matching every profile hash."""
+        return f"{self.prefix}user:*"
+
+
+def membership_ops(changes: Iterable[Change]) -> list[tuple[int, str, str]]:
+    """Turn changes into ``(version, "+"|"-", segment)`` set operations, in order.
+
+    Entering a single-valued segment also leaves ``previous``.
+
+    >>> c = Change("u", "journey", "journey:b", "enter", "journey:a", 0.0, 2, "m")
+    >>> membership_ops([c])
+    [(2, '-', 'journey:a'), (2, '+', 'journey:b')]
+    """
+    ops: list[tuple[int, str, str]] = []
+    for change in changes:
+        if change.change == ENTER:
+            if change.previous is not None:
+                ops.append((change.version, "-", change.previous))
+            ops.append((change.version, "+", change.segment))
+        else:
+            ops.append((change.version, "-", change.segment))
+    return ops
+
+
+class RedisStore:
+    """Writes profile updates and memberships; reads profiles back.
+
+    Args:
+        client: a ``redis.Redis`` client (``decode_responses`` either way).
+        layout: the key layout.
+    """
+
+    def __init__(self, client: redis.Redis, layout: RedisLayout) -> None:
+        self._client = client
+        self._layout = layout
+        self._apply = client.register_script(_APPLY_UPDATE)
+
+    @classmethod
+    def from_url(cls, url: str, prefix: str = "seg:") -> RedisStore:
+        """Connect to ``url`` (``redis://host:port/db``)."""
+        return cls(redis.Redis.from_url(url, decode_responses=True), RedisLayout(prefix))
+
+    @property
+    def layout(self) -> RedisLayout:
+        """The key layout this store writes."""
+        return self._layout
+
+    def apply(
+        self,
+        updates: Sequence[tuple[str, int, int, dict[str, str], Sequence[Change]]],
+    ) -> int:
+        """Apply ``(user_id, version, events_total, fields, changes)`` updates in one pipeline.
+
+        Returns:
+            How many profile hashes were written (stale ones are skipped).
+        """
+        if not updates:
+            return 0
+        pipe = self._client.pipeline(transaction=False)
+        for user_id, version, events_total, fields, changes in updates:
+            ops = membership_ops(changes)
+            keys = [self._layout.user(user_id)]
+            args: list[Any] = [version, events_total, len(fields)]
+            for name, value in fields.items():
+                args.append(name)
+                args.append(value)
+            for op_version, op, segment in ops:
+                keys.append(self._layout.members(segment))
+            for op_version, op, _segment in ops:
+                args.append(op_version)
+                args.append(op)
+            args.append(user_id)
+            self._apply(keys=keys, args=args, client=pipe)
+        return sum(int(x) for x in pipe.execute())
+
+    def profile(self, user_id: str) -> dict[str, str]:
+        """Return a user's profile hash (empty if unknown)."""
+        return {_text(k): _text(v) for k, v in self._client.hgetall(self._layout.user(user_id)).items()}
+
+    def members(self, segment: str) -> set[str]:
+        """Return the ids of the users in ``segment``."""
+        return {_text(m) for m in self._client.smembers(self._layout.members(segment))}
+
+    def user_ids(self) -> list[str]:
+        """Return every user with a profile (SCAN; for tools and tests, not hot paths)."""
+        start = len(self._layout.user(""))
+        return sorted(
+            _text(k)[start:] for k in self._client.scan_iter(self._layout.user_pattern(), count=1000)
+        )
+
+    def segments(self) -> dict[str, set[str]]:
+        """Return every member set, by segment (SCAN; for tools and tests)."""
+        start = len(self._layout.members(""))
+        pattern = self._layout.members("*")
+        return {
+            _text(k)[start:]: self.members(_text(k)[start:])
+            for k in self._client.scan_iter(pattern, count=1000)
+        }
+
+    def close(self) -> None:
+        """Close the connection pool."""
+        self._client.close()
+
+
+def _text(value: str | bytes) -> str:
+    return value.decode() if isinstance(value, bytes) else value

@@ -1,0 +1,67 @@
+"""Helpers for integration tests: worker configs, running `segstream run`, reading outputs."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import orjson
+
+from segstream.config import Config, load_config
+from segstream.services import TansuBroker, TopicRecord, clean_env
+from segstream.tools.demo import processed, scrape
+
+
+def worker_env(config: Config, recovery_dir: Path | str, metrics_port: int = 0,
+               snapshot_interval_s: float = 0.5) -> dict[str, str]:
+    """Environment that makes `segstream run` use ``config``'s topics, Redis and prefix."""
+    return clean_env({
+        "SEGSTREAM_BROKERS": ",".join(config.brokers),
+        "SEGSTREAM_INPUT_TOPICS": ",".join(config.input_topics),
+        "SEGSTREAM_OUTPUT_TOPIC": config.output_topic,
+        "SEGSTREAM_DLQ_TOPIC": config.dlq_topic,
+        "SEGSTREAM_REDIS_URL": config.redis_url,
+        "SEGSTREAM_REDIS_PREFIX": config.redis_prefix,
+        "SEGSTREAM_RECOVERY_DIR": str(recovery_dir),
+        "SEGSTREAM_METRICS_PORT": str(metrics_port),
+        "SEGSTREAM_SNAPSHOT_INTERVAL_S": str(snapshot_interval_s),
+    })
+
+
+def make_config(broker: TansuBroker, redis_url: str, prefix: str, input_topic: str,
+                output_topic: str, dlq_topic: str) -> Config:
+    return load_config(env={
+        "SEGSTREAM_BROKERS": broker.bootstrap, "SEGSTREAM_INPUT_TOPICS": input_topic,
+        "SEGSTREAM_OUTPUT_TOPIC": output_topic, "SEGSTREAM_DLQ_TOPIC": dlq_topic,
+        "SEGSTREAM_REDIS_URL": redis_url, "SEGSTREAM_REDIS_PREFIX": prefix,
+        "SEGSTREAM_RECOVERY_DIR": "",
+    })
+
+
+def start_worker(env: dict[str, str], *args: str, log: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, "-m", "segstream.cli", "run", *args], env=env,
+                            stdout=open(log, "ab"), stderr=subprocess.STDOUT)  # noqa: SIM115
+
+
+def wait_processed(port: int, at_least: int, proc: subprocess.Popen[bytes], timeout: float = 60) -> int:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        done = processed(scrape(port))
+        if done >= at_least:
+            return done
+        assert proc.poll() is None, "worker exited early"
+        time.sleep(0.05)
+    raise AssertionError(f"worker did not process {at_least} inputs within {timeout}s")
+
+
+def change_docs(records: list[TopicRecord], *, drop: tuple[str, ...] = ("emitted_at",)) -> list[dict]:
+    docs = []
+    for record in records:
+        doc = orjson.loads(record.value)
+        assert record.key == doc["user_id"].encode()
+        for name in drop:
+            doc.pop(name)
+        docs.append(doc)
+    return docs

@@ -1,0 +1,137 @@
+"""End to end through a real Kafka-protocol broker (Tansu) and a real redis-server."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+import pytest
+from bytewax.testing import run_main
+
+from segstream.config import Config
+from segstream.flows.segmentation import build_flow
+from segstream.services import RedisServer, TansuBroker
+from segstream.state.redis import RedisStore
+
+from .helpers import change_docs, make_config
+
+pytestmark = pytest.mark.integration
+T0 = datetime(2024, 5, 1, 10, tzinfo=UTC)
+
+
+def event(user: str, name: str, second: int, **extra: Any) -> bytes:
+    doc = {"type": "track", "event": name, "userId": user, "anonymousId": f"anon-{user}",
+           "messageId": f"{user}-{second}", "timestamp": (T0 + timedelta(seconds=second)).isoformat().replace("+00:00", "Z"),
+           "properties": extra, "context": {"device": {"type": "mobile"}}}
+    return orjson.dumps(doc)
+
+
+@pytest.fixture
+def pipeline(kafka_broker: TansuBroker, redis_server: RedisServer, topic_factory: Callable[..., str],
+             redis_prefix: str) -> Config:
+    return make_config(kafka_broker, redis_server.url, redis_prefix, topic_factory("clicks", partitions=2),
+                       topic_factory("changes"), topic_factory("dlq"))
+
+
+def run_until_end(config: Config) -> None:
+    run_main(build_flow(config, tail=False))
+
+
+def test_scripted_journey(pipeline: Config, kafka_broker: TansuBroker, redis_server: RedisServer) -> None:
+    """Scenario: one user browses, checks out and buys twice; another only looks.
+
+    We expect the exact journey changes on the topic, in version order per user,
+    and Redis profiles and member sets that say where each user is now.
+    """
+    alice = [event("alice", "Page Viewed", 0), event("alice", "Product Viewed", 30),
+             event("alice", "Checkout Started", 60), event("alice", "Order Completed", 90, revenue=40.5),
+             # 2 hours later: a new session, second purchase -> retention
+             event("alice", "Order Completed", 7290, revenue=9.5)]
+    bob = [event("bob", "Page Viewed", 5), orjson.dumps({"type": "page", "name": "Home",
+                                                          "anonymousId": "bob", "timestamp": "2024-05-01T10:01:00Z",
+                                                          "messageId": "bob-page"})]
+    kafka_broker.produce(pipeline.input_topics[0], [(b"alice", v) for v in alice] + [(b"bob", v) for v in bob])
+    run_until_end(pipeline)
+
+    changes = change_docs(kafka_broker.read_topic(pipeline.output_topic))
+    by_user: dict[str, list[dict]] = {}
+    for doc in changes:
+        by_user.setdefault(doc["user_id"], []).append(doc)
+    common = {"kind": "journey", "change": "enter", "scores": None, "model_version": None}
+    assert by_user["alice"] == [
+        {"user_id": "alice", "segment": "journey:awareness", "previous": None, "version": 1,
+         "event_time": "2024-05-01T10:00:00.000Z", "cause": "alice-0", "rule": "start", **common},
+        {"user_id": "alice", "segment": "journey:consideration", "previous": "journey:awareness",
+         "version": 2, "event_time": "2024-05-01T10:00:30.000Z", "cause": "alice-30",
+         "rule": "awareness->consideration", **common},
+        {"user_id": "alice", "segment": "journey:decision", "previous": "journey:consideration",
+         "version": 3, "event_time": "2024-05-01T10:01:00.000Z", "cause": "alice-60",
+         "rule": "awareness|consideration->decision", **common},
+        {"user_id": "alice", "segment": "journey:retention", "previous": "journey:decision",
+         "version": 4, "event_time": "2024-05-01T12:01:30.000Z", "cause": "alice-7290",
+         "rule": "decision->retention", **common},
+    ]
+    assert by_user["bob"] == [
+        {"user_id": "bob", "segment": "journey:awareness", "previous": None, "version": 1,
+         "event_time": "2024-05-01T10:00:05.000Z", "cause": "bob-5", "rule": "start", **common},
+    ]
+
+    store = RedisStore.from_url(redis_server.url, pipeline.redis_prefix)
+    alice_profile = store.profile("alice")
+    updated_at = alice_profile.pop("updated_at")
+    assert updated_at.endswith("Z")
+    assert alice_profile == {
+        "journey": "retention", "segments": "[]", "version": "4", "events_total": "5",
+        "sessions_total": "2", "purchases_total": "2", "revenue_total": "50.0",
+        "first_seen": "2024-05-01T10:00:00.000Z", "last_seen": "2024-05-01T12:01:30.000Z",
+    }
+    assert store.profile("bob")["events_total"] == "2"
+    # Emptied sets disappear in Redis, so only non-empty segments remain.
+    assert store.segments() == {"journey:retention": {"alice"}, "journey:awareness": {"bob"}}
+    assert kafka_broker.read_topic(pipeline.dlq_topic, idle_s=0.3) == []
+
+
+BAD = {
+    "empty": b"",
+    "oversized": b'{"pad":"' + b"x" * 40000 + b'"}',
+    "not_json": b"{\"type\": \"track\",",
+    "not_object": b"[1,2,3]",
+    "bad_type": b'{"type":"shout","userId":"u","timestamp":"2024-05-01T10:00:00Z"}',
+    "missing_event": b'{"type":"track","userId":"u","timestamp":"2024-05-01T10:00:00Z"}',
+    "missing_id": b'{"type":"track","event":"x","timestamp":"2024-05-01T10:00:00Z"}',
+    "missing_timestamp": b'{"type":"track","event":"x","userId":"u"}',
+    "bad_timestamp": b'{"type":"track","event":"x","userId":"u","timestamp":"31/12/2024"}',
+    "wrong_type": b'{"type":"track","event":"x","userId":"u","timestamp":"2024-05-01T10:00:00Z","properties":[]}',
+}
+
+
+def test_every_kind_of_bad_input_is_dead_lettered(pipeline: Config, kafka_broker: TansuBroker,
+                                                  redis_server: RedisServer) -> None:
+    """Scenario: one message of each kind of bad input, between good ones.
+
+    We expect one dead letter per bad input, carrying the original bytes and key,
+    its reason and source coordinates in headers; the good events still flow.
+    """
+    topic = pipeline.input_topics[0]
+    produced = [(b"good", event("good", "Page Viewed", 0))]
+    produced += [(reason.encode(), raw) for reason, raw in BAD.items()]
+    produced += [(b"good", event("good", "Product Viewed", 1))]
+    kafka_broker.produce(topic, produced)
+    run_until_end(pipeline)
+
+    dead = kafka_broker.read_topic(pipeline.dlq_topic)
+    by_reason = {dict(r.headers)["segstream.reason"].decode(): r for r in dead}
+    assert set(by_reason) == set(BAD)
+    assert len(dead) == len(BAD)
+    for reason, record in by_reason.items():
+        assert record.value == BAD[reason]
+        assert record.key == reason.encode()
+        headers = dict(record.headers)
+        assert headers["segstream.detail"]
+        src_topic, partition, offset = headers["segstream.source"].decode().rsplit("/", 2)
+        assert src_topic == topic and int(partition) in (0, 1) and int(offset) >= 0
+    store = RedisStore.from_url(redis_server.url, pipeline.redis_prefix)
+    assert store.user_ids() == ["good"]
+    assert store.profile("good")["journey"] == "consideration"

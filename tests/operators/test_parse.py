@@ -1,0 +1,185 @@
+"""Parsing and validation: every kind of bad input is a Rejected with its reason, nothing raises."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from segstream.operators.events import Event, Reason, Rejected
+from segstream.operators.parse import EventParser
+from segstream.operators.taxonomy import Taxonomy
+
+PARSER = EventParser()
+GOOD = {
+    "type": "track",
+    "event": "Order Completed",
+    "userId": "u1",
+    "anonymousId": "a1",
+    "messageId": "m1",
+    "timestamp": "2024-05-01T10:00:00.250Z",
+    "properties": {"revenue": 12.5, "product_id": "p1"},
+    "context": {"device": {"type": "mobile"}},
+}
+
+
+def parse(doc: object, **kw: object) -> Event | Rejected:
+    return PARSER.parse(orjson.dumps(doc), **kw)
+
+
+def with_(**changes: object) -> dict[str, object]:
+    doc = dict(GOOD)
+    for key, value in changes.items():
+        if value is ...:
+            doc.pop(key, None)
+        else:
+            doc[key] = value
+    return doc
+
+
+class TestValidEvents:
+    def test_track_event_fields(self) -> None:
+        """A full track call becomes an Event with identity, role, time and revenue."""
+        event = parse(GOOD)
+        assert isinstance(event, Event)
+        assert (event.key, event.user_id, event.anonymous_id) == ("u1", "u1", "a1")
+        assert (event.type, event.name, event.role) == ("track", "Order Completed", "purchase")
+        assert event.timestamp == 1714557600.25
+        assert event.revenue == 12.5
+        assert event.message_id == "m1"
+
+    def test_anonymous_identity(self) -> None:
+        """Without userId the key is the anonymousId."""
+        event = parse(with_(userId=...))
+        assert isinstance(event, Event) and event.key == "a1" and event.user_id is None
+
+    def test_integer_user_id_is_read_as_string(self) -> None:
+        """Integer ids, common in exported logs, become their decimal string."""
+        event = parse(with_(userId=42))
+        assert isinstance(event, Event) and event.key == "42"
+
+    def test_missing_type_with_event_is_track(self) -> None:
+        """A row with an event name and no type is a track call."""
+        event = parse(with_(type=...))
+        assert isinstance(event, Event) and event.type == "track"
+
+    def test_page_call_is_page_view(self) -> None:
+        """Page calls play the page_view role whatever their name."""
+        event = parse(with_(type="page", event=..., name="Home"))
+        assert isinstance(event, Event) and event.role == "page_view" and event.name == "Home"
+
+    def test_timestamp_without_offset_is_utc(self) -> None:
+        """A naive ISO timestamp is read as UTC."""
+        event = parse(with_(timestamp="2024-05-01T10:00:00"))
+        assert isinstance(event, Event) and event.timestamp == 1714557600.0
+
+    def test_timestamp_with_offset(self) -> None:
+        """An offset is honoured."""
+        event = parse(with_(timestamp="2024-05-01T12:00:00+02:00"))
+        assert isinstance(event, Event) and event.timestamp == 1714557600.0
+
+    def test_unknown_fields_are_ignored(self) -> None:
+        """Fields outside the spec do not matter."""
+        assert isinstance(parse(with_(sentAt="x", extra={"a": [1]})), Event)
+
+    def test_total_stands_in_for_revenue(self) -> None:
+        """properties.total is used when revenue is absent."""
+        event = parse(with_(properties={"total": 3}))
+        assert isinstance(event, Event) and event.revenue == 3.0
+
+    def test_identify_traits(self) -> None:
+        """identify keeps its traits for the profile."""
+        event = parse({"type": "identify", "userId": "u1", "timestamp": "2024-05-01T10:00:00Z",
+                       "traits": {"email": "a@b.c"}})
+        assert isinstance(event, Event) and event.traits == {"email": "a@b.c"} and event.role is None
+
+    def test_missing_message_id_uses_source_coordinates(self) -> None:
+        """Without messageId the cause is topic:partition:offset."""
+        event = parse(with_(messageId=...), topic="t", partition=1, offset=9)
+        assert isinstance(event, Event) and event.message_id == "t:1:9"
+
+    def test_custom_taxonomy(self) -> None:
+        """Renamed events map to roles through the taxonomy alone."""
+        parser = EventParser(taxonomy=Taxonomy.build({"purchase": ["purchase"]}))
+        event = parser.parse(orjson.dumps(with_(event="purchase")))
+        assert isinstance(event, Event) and event.role == "purchase"
+
+
+BAD_INPUTS = [
+    pytest.param(None, Reason.EMPTY, id="tombstone"),
+    pytest.param(b"", Reason.EMPTY, id="empty"),
+    pytest.param(b'{"type": "track", "event": "x"', Reason.NOT_JSON, id="truncated"),
+    pytest.param(b"\xff\xfe", Reason.NOT_JSON, id="not-utf8"),
+    pytest.param(b"[1, 2]", Reason.NOT_OBJECT, id="array"),
+    pytest.param(b'"text"', Reason.NOT_OBJECT, id="string"),
+    pytest.param(orjson.dumps(with_(type="shout")), Reason.BAD_TYPE, id="unknown-type"),
+    pytest.param(orjson.dumps(with_(type=..., event=...)), Reason.BAD_TYPE, id="no-type"),
+    pytest.param(orjson.dumps(with_(event=...)), Reason.MISSING_EVENT, id="track-no-event"),
+    pytest.param(orjson.dumps(with_(userId=..., anonymousId=...)), Reason.MISSING_ID, id="no-id"),
+    pytest.param(orjson.dumps(with_(userId="", anonymousId="")), Reason.MISSING_ID, id="empty-ids"),
+    pytest.param(orjson.dumps(with_(timestamp=...)), Reason.MISSING_TIMESTAMP, id="no-ts"),
+    pytest.param(orjson.dumps(with_(timestamp="yesterday")), Reason.BAD_TIMESTAMP, id="bad-ts"),
+    pytest.param(orjson.dumps(with_(timestamp=1714557600)), Reason.BAD_TIMESTAMP, id="number-ts"),
+    pytest.param(orjson.dumps(with_(userId=["u1"])), Reason.WRONG_TYPE, id="list-id"),
+    pytest.param(orjson.dumps(with_(userId=True)), Reason.WRONG_TYPE, id="bool-id"),
+    pytest.param(orjson.dumps(with_(properties=[1])), Reason.WRONG_TYPE, id="list-properties"),
+    pytest.param(orjson.dumps(with_(context="x")), Reason.WRONG_TYPE, id="string-context"),
+    pytest.param(orjson.dumps(with_(event=5)), Reason.WRONG_TYPE, id="number-event"),
+    pytest.param(orjson.dumps(with_(properties={"revenue": "12"})), Reason.WRONG_TYPE,
+                 id="string-revenue"),
+    pytest.param(b"{" + b'"a":"' + b"x" * 40000 + b'"}', Reason.OVERSIZED, id="oversized"),
+]
+
+
+@pytest.mark.parametrize(("raw", "reason"), BAD_INPUTS)
+def test_bad_input_is_rejected_with_reason(raw: bytes | None, reason: Reason) -> None:
+    """Each kind of unusable input is rejected with its reason, original bytes and source."""
+    result = PARSER.parse(raw, key=b"k", topic="clicks", partition=2, offset=7)
+    assert isinstance(result, Rejected)
+    assert result.reason == reason
+    assert result.raw == raw
+    assert (result.key, result.topic, result.partition, result.offset) == (b"k", "clicks", 2, 7)
+    assert result.detail
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.binary(max_size=300))
+def test_arbitrary_bytes_never_raise(raw: bytes) -> None:
+    """Whatever the bytes, the parser returns an Event or a Rejected."""
+    assert isinstance(PARSER.parse(raw), Event | Rejected)
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(min_value=-(2**63), max_value=2**64 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=20),
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=8), children, max_size=3),
+    max_leaves=10,
+)
+segmentish = st.fixed_dictionaries(
+    {},
+    optional={
+        "type": st.sampled_from(["track", "page", "screen", "identify", "alias", "x"]) | json_values,
+        "event": st.sampled_from(["Order Completed", "Product Viewed"]) | json_values,
+        "userId": st.text(max_size=5) | json_values,
+        "anonymousId": st.text(max_size=5) | json_values,
+        "timestamp": st.sampled_from(["2024-05-01T10:00:00Z", "2024-13-01", "9999-12-31T23:59:59Z",
+                                      "0001-01-01T00:00:00+14:00"]) | json_values,
+        "properties": st.dictionaries(st.sampled_from(["revenue", "total", "price"]), json_values)
+        | json_values,
+        "context": json_values,
+        "traits": json_values,
+    },
+)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(segmentish)
+def test_arbitrary_segment_like_objects_never_raise(doc: dict[str, object]) -> None:
+    """Objects shaped like Segment calls with any field types parse or reject, never raise."""
+    result = PARSER.parse(orjson.dumps(doc))
+    assert isinstance(result, Event | Rejected)
+    if isinstance(result, Event):
+        assert isinstance(result.key, str) and result.key
+        assert isinstance(result.timestamp, float)
+        assert isinstance(result.revenue, float)

@@ -1,0 +1,127 @@
+"""Config: defaults, a TOML file, SEGSTREAM_* overrides; bad settings fail naming the field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from segstream.config import DEFAULT_SEGMENTS_FILE, Config, describe, load_config, load_segments
+from segstream.errors import ConfigError
+from segstream.operators.journey import DEFAULT_JOURNEY, JourneyConfig
+
+
+def write(tmp_path: Path, text: str, name: str = "segstream.toml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_defaults_match_design_contract() -> None:
+    """Without file or env the documented defaults apply."""
+    config = load_config(env={})
+    assert config == Config()
+    assert (config.output_topic, config.dlq_topic, config.redis_prefix) == (
+        "segment-changes", "segstream-dead-letters", "seg:")
+    assert config.session_gap_s == 1800
+
+
+def test_design_env_names_are_all_settings() -> None:
+    """Every variable DESIGN.md promises is a setting."""
+    env = {
+        "SEGSTREAM_BROKERS": "a:1,b:2", "SEGSTREAM_INPUT_TOPICS": "x, y",
+        "SEGSTREAM_OUTPUT_TOPIC": "out", "SEGSTREAM_DLQ_TOPIC": "dlq",
+        "SEGSTREAM_REDIS_URL": "redis://r:6379/1", "SEGSTREAM_METRICS_PORT": "9000",
+        "SEGSTREAM_SEGMENTS_FILE": str(DEFAULT_SEGMENTS_FILE), "SEGSTREAM_RECOVERY_DIR": "/tmp/r",
+    }
+    config = load_config(env=env)
+    assert config.brokers == ("a:1", "b:2")
+    assert config.input_topics == ("x", "y")
+    assert (config.output_topic, config.dlq_topic, config.metrics_port) == ("out", "dlq", 9000)
+    assert (config.redis_url, config.recovery_dir) == ("redis://r:6379/1", "/tmp/r")
+
+
+def test_file_then_env(tmp_path: Path) -> None:
+    """The file overrides defaults and the environment overrides the file."""
+    path = write(tmp_path, 'brokers = ["f:1"]\noutput_topic = "from-file"\nsession_gap_s = 60\n'
+                           '[kafka_options]\n"security.protocol" = "SSL"\n')
+    config = load_config(path, env={"SEGSTREAM_OUTPUT_TOPIC": "from-env"})
+    assert config.brokers == ("f:1",)
+    assert config.output_topic == "from-env"
+    assert config.session_gap_s == 60.0
+    assert config.kafka_options == (("security.protocol", "SSL"),)
+
+
+def test_config_path_from_env(tmp_path: Path) -> None:
+    """SEGSTREAM_CONFIG names the file when no path is given."""
+    path = write(tmp_path, 'dlq_topic = "d"\n')
+    assert load_config(env={"SEGSTREAM_CONFIG": str(path)}).dlq_topic == "d"
+
+
+def test_taxonomy_from_file_and_env(tmp_path: Path) -> None:
+    """[taxonomy] in the file and SEGSTREAM_TAXONOMY_<ROLE> rename events by config."""
+    path = write(tmp_path, '[taxonomy]\npurchase = ["purchase"]\n')
+    config = load_config(path, env={"SEGSTREAM_TAXONOMY_ADD_TO_CART": "cart,basket"})
+    assert config.taxonomy.role_of("track", "purchase") == "purchase"
+    assert config.taxonomy.role_of("track", "basket") == "add_to_cart"
+    assert config.taxonomy.role_of("track", "Product Viewed") == "product_view"  # kept
+
+
+@pytest.mark.parametrize(
+    ("text", "env", "field", "hint"),
+    [
+        ('brokerz = ["a"]', {}, "brokerz", "did you mean 'brokers'"),
+        ("", {"SEGSTREAM_REDIS_ULR": "x"}, "SEGSTREAM_REDIS_ULR", "SEGSTREAM_REDIS_URL"),
+        ('metrics_port = "high"', {}, "metrics_port", "expected an integer"),
+        ("", {"SEGSTREAM_METRICS_PORT": "-1"}, "metrics_port", ">= 0"),
+        ("session_gap_s = 0", {}, "session_gap_s", "> 0"),
+        ('input_topics = []', {}, "input_topics", "at least one"),
+        ('output_topic = "segstream-dead-letters"', {}, "output_topic", "must differ"),
+        ('redis_url = "localhost:6379"', {}, "redis_url", "redis://"),
+        ("[taxonomy]\npurchse = ['x']", {}, "taxonomy.purchse", "did you mean 'purchase'"),
+        ("", {"SEGSTREAM_TAXONOMY_BUY": "x"}, "taxonomy.buy", "unknown role"),
+        ("fetch_wait_max_ms = 0", {}, "fetch_wait_max_ms", ">= 1"),
+        ("brokers = [", {}, "config", "not valid TOML"),
+        ("snapshot_interval_s = true", {}, "snapshot_interval_s", "expected a number"),
+    ],
+)
+def test_bad_settings_fail_naming_the_field(tmp_path: Path, text: str, env: dict[str, str],
+                                            field: str, hint: str) -> None:
+    """An unknown or invalid setting fails at start-up naming the field and the fix."""
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path, env=env)
+    assert info.value.field == field
+    assert hint in str(info.value)
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    """A config path that does not exist is an error, not silently defaults."""
+    with pytest.raises(ConfigError, match="file not found"):
+        load_config(tmp_path / "nope.toml", env={})
+
+
+def test_embedded_segments_file_is_the_default_journey() -> None:
+    """The shipped segments file and DEFAULT_JOURNEY say the same thing."""
+    assert load_segments().journey == JourneyConfig.from_dict(DEFAULT_JOURNEY)
+    assert load_segments("").journey == load_segments(DEFAULT_SEGMENTS_FILE).journey
+
+
+def test_bad_segments_file_names_file_and_field(tmp_path: Path) -> None:
+    """A segments file with an unknown role fails naming the file and the transition."""
+    text = DEFAULT_SEGMENTS_FILE.read_text().replace('"checkout", "purchase"', '"checkout", "buy"')
+    path = write(tmp_path, text, "segments.toml")
+    with pytest.raises(ConfigError) as info:
+        load_segments(path)
+    assert info.value.field == "journey.transitions[1].on"
+    assert str(path) in str(info.value)
+    with pytest.raises(ConfigError, match="unknown section"):
+        load_segments(write(tmp_path, "[jouney]\n", "s2.toml"))
+
+
+def test_describe_lists_every_setting_with_env_name() -> None:
+    """describe() documents every field with its variable (used by the README)."""
+    rows = {row[0]: row for row in describe()}
+    assert rows["brokers"][1] == "SEGSTREAM_BROKERS"
+    assert set(rows) == set(Config.__dataclass_fields__)
+    assert all(row[3] for row in rows.values())
