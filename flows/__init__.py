@@ -1,0 +1,1 @@
+"""Dataflow assembly: which operators, in what order, wired to which sources and sinks."""

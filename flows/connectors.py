@@ -19,13 +19,13 @@ from bytewax.connectors.kafka import KafkaSource, _list_parts
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from confluent_kafka import KafkaException, Producer
 from confluent_kafka.admin import AdminClient
+from segstream.operators.events import iso_utc
+from segstream.operators.user import UserUpdate
+from segstream.state.redis import RedisStore
 
 from segstream.config import Config
 from segstream.errors import SegstreamError
 from segstream.metrics import REDIS_PROFILE_WRITES, SINK_BATCH_SECONDS
-from segstream.operators.events import iso_utc
-from segstream.operators.user import UserUpdate
-from segstream.state.redis import RedisStore
 
 
 class SinkError(SegstreamError):
@@ -60,7 +60,7 @@ class _SegstreamKafkaSource(KafkaSource):
 
 
 def consumer_settings(config: Config) -> dict[str, str]:
-    """librdkafka consumer settings of the source, from config."""
+    """Librdkafka consumer settings of the source, from config."""
     return {
         "fetch.wait.max.ms": str(config.fetch_wait_max_ms),
         # librdkafka's default 1000 ms backoff stalls a consumer that caught up.
@@ -71,7 +71,7 @@ def consumer_settings(config: Config) -> dict[str, str]:
 
 
 def kafka_source(config: Config, *, tail: bool = True) -> KafkaSource:
-    """The clickstream source; ``tail=False`` stops at the end of the topics."""
+    """Build the clickstream source; ``tail=False`` stops at the end of the topics."""
     admin = {"bootstrap.servers": ",".join(config.brokers), **dict(config.kafka_options)}
     return _SegstreamKafkaSource(
         list(config.brokers),
@@ -127,6 +127,7 @@ class KafkaOutSink(DynamicSink[OutMessage]):
         }
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _KafkaOutPartition:
+        """Create this worker's producer."""
         try:
             return _KafkaOutPartition(Producer(self._settings))
         except KafkaException as exc:
@@ -175,4 +176,5 @@ class RedisSink(DynamicSink[UserUpdate]):
         self._prefix = config.redis_prefix
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _RedisPartition:
+        """Create this worker's Redis connection."""
         return _RedisPartition(RedisStore.from_url(self._url, self._prefix))

@@ -20,9 +20,13 @@ from bytewax.dataflow import Dataflow
 from bytewax.inputs import Source
 from bytewax.operators import StatefulBatchLogic
 from bytewax.outputs import Sink
+from segstream.flows.connectors import KafkaOutSink, OutMessage, RedisSink, kafka_source
+from segstream.operators.changes import change_key, change_value, dead_letter_headers
+from segstream.operators.events import Event, Reason, Rejected
+from segstream.operators.parse import EventParser
+from segstream.operators.user import UserConfig, UserLogic, UserUpdate
 
 from segstream.config import Config, SegmentsConfig, load_config, load_segments
-from segstream.flows.connectors import KafkaOutSink, OutMessage, RedisSink, kafka_source
 from segstream.metrics import (
     CHANGES_OUT,
     CONSUMER_LAG_SECONDS,
@@ -31,10 +35,6 @@ from segstream.metrics import (
     EVENTS_IN,
     LAST_BATCH_UNIXTIME,
 )
-from segstream.operators.changes import change_key, change_value, dead_letter_headers
-from segstream.operators.events import Event, Reason, Rejected
-from segstream.operators.parse import EventParser
-from segstream.operators.user import UserConfig, UserLogic, UserUpdate
 
 SourceItem = KafkaSourceMessage[bytes | None, bytes | None] | KafkaError[bytes | None, bytes | None]
 
@@ -88,7 +88,7 @@ def _record_parse_metrics(parsed: list[Event | Rejected], newest_append_ms: int)
 
 
 def dead_letter(dlq_topic: str, rejected: Rejected) -> OutMessage:
-    """The dead-letter message: original key and bytes, reason and source in headers."""
+    """Build the dead-letter message: original key and bytes, reason and source in headers."""
     return OutMessage(dlq_topic, rejected.key, rejected.raw, dead_letter_headers(rejected))
 
 
@@ -138,6 +138,7 @@ def build_flow(
         source: input of ``KafkaSourceMessage`` / ``KafkaError``; default: the clickstream topics.
         sinks: outputs; default: Kafka (changes + dead letters) and Redis.
         tail: with the default source, ``False`` stops at the current end of the topics.
+
     """
     config = load_config() if config is None else config
     segments = load_segments(config.segments_file) if segments is None else segments

@@ -16,7 +16,6 @@ b'{"user_id":"u1","kind":"journey","segment":"journey:decision'
 from __future__ import annotations
 
 import orjson
-
 from segstream.operators.events import Change, Rejected, iso_utc
 
 REASON_HEADER = "segstream.reason"

@@ -57,6 +57,7 @@ class Event:
         properties: the ``properties`` object as sent (not copied; never stored in state).
         context: the ``context`` object as sent.
         traits: ``traits`` (identify) or ``context.traits``, as sent.
+
     """
 
     key: str
@@ -85,6 +86,7 @@ class Rejected:
         topic: source topic.
         partition: source partition.
         offset: source offset.
+
     """
 
     reason: Reason
@@ -113,6 +115,7 @@ class Change:
         rule: the transition or rule that decided it (e.g. ``consideration->decision``).
         scores: model scores behind the decision, if a model decided.
         model_version: version of the deciding model, if a model decided.
+
     """
 
     user_id: str

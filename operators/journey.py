@@ -25,9 +25,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from segstream.errors import ConfigError
 from segstream.operators.taxonomy import ROLES
 from segstream.state.profile import HEADLINE_FEATURES
+
+from segstream.errors import ConfigError
 
 ANY_PHASE = "*"
 
@@ -54,6 +55,7 @@ class Transition:
         target: phase it enters.
         on: roles that trigger it.
         when_at_least: ``(feature, minimum)`` guards, all of which must hold.
+
     """
 
     sources: tuple[str, ...]
@@ -83,6 +85,7 @@ class JourneyConfig:
         states: every phase, in funnel order.
         initial: the phase a new user enters on their first event.
         transitions: edges, tried in order.
+
     """
 
     states: tuple[str, ...]
@@ -104,6 +107,7 @@ class JourneyConfig:
 
         Raises:
             ConfigError: naming the offending field, e.g. ``journey.transitions[2].on``.
+
         """
         known = {"states", "initial", "transitions"}
         for key in table:

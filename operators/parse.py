@@ -28,7 +28,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-
 from segstream.operators.events import Event, Reason, Rejected
 from segstream.operators.taxonomy import DEFAULT_TAXONOMY, Taxonomy
 
@@ -43,6 +42,7 @@ class EventParser:
     Args:
         taxonomy: maps event names to roles.
         max_event_bytes: larger values are rejected as ``oversized``.
+
     """
 
     taxonomy: Taxonomy = DEFAULT_TAXONOMY

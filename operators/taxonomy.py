@@ -46,6 +46,7 @@ class Taxonomy:
 
     Attributes:
         roles: role -> the event names that play it, as configured.
+
     """
 
     roles: Mapping[str, tuple[str, ...]]
@@ -59,6 +60,7 @@ class Taxonomy:
 
         Raises:
             ConfigError: an unknown role, or one event name given two roles.
+
         """
         by_name: dict[str, str] = {}
         clean: dict[str, tuple[str, ...]] = {}

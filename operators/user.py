@@ -28,7 +28,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import orjson
-
 from segstream.operators.events import Change, Event, iso_utc
 from segstream.operators.journey import DEFAULT_JOURNEY, JourneyConfig
 from segstream.state.profile import UserState
@@ -54,6 +53,7 @@ class UserConfig:
     Attributes:
         journey: the journey state machine.
         session_gap_s: inactivity (event time) that starts a new session.
+
     """
 
     journey: JourneyConfig = field(default_factory=lambda: JourneyConfig.from_dict(DEFAULT_JOURNEY))
@@ -70,6 +70,7 @@ class UserUpdate:
         events_total: events applied so far; orders updates of the same version.
         profile: Redis hash fields (strings), headline features included.
         changes: membership changes, in version order.
+
     """
 
     user_id: str

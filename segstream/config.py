@@ -22,7 +22,8 @@ field and where it came from, with the closest known name when there is one.
 >>> load_config(env={"SEGSTREAM_BROKER": "k1:9092"})
 Traceback (most recent call last):
 ...
-segstream.errors.ConfigError: config field 'SEGSTREAM_BROKER' (from environment): unknown setting; did you mean 'SEGSTREAM_BROKERS'?
+segstream.errors.ConfigError: config field 'SEGSTREAM_BROKER' (from environment): unknown setting;
+did you mean 'SEGSTREAM_BROKERS'?
 """
 
 from __future__ import annotations
@@ -260,6 +261,7 @@ def load_config(
 
     Raises:
         ConfigError: an unknown setting, a bad value or an unreadable file.
+
     """
     env = os.environ if env is None else env
     if path is None and env.get("SEGSTREAM_CONFIG"):
@@ -350,6 +352,7 @@ class SegmentsConfig:
     Attributes:
         journey: the journey-phase state machine.
         source: the file it came from.
+
     """
 
     journey: JourneyConfig
@@ -364,6 +367,7 @@ def load_segments(path: str | os.PathLike[str] | None = None) -> SegmentsConfig:
 
     Raises:
         ConfigError: naming the file and the field at fault.
+
     """
     file = Path(path) if path else DEFAULT_SEGMENTS_FILE
     source = str(file)

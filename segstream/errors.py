@@ -21,6 +21,7 @@ class ConfigError(SegstreamError):
         source: where the value came from (a file path, ``environment``,
             ``default``).
         problem: what is wrong and, where possible, what would be right.
+
     """
 
     def __init__(self, field: str, source: str, problem: str) -> None:

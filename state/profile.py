@@ -46,6 +46,7 @@ class UserState:
         first_seen: earliest event time seen (epoch seconds), ``None`` before any event.
         last_seen: latest event time seen (epoch seconds), ``None`` before any event.
         journey: current journey phase, ``None`` before the first event.
+
     """
 
     user_id: str
@@ -92,6 +93,7 @@ class UserState:
 
         Raises:
             StateError: the bytes are not a snapshot this version can read.
+
         """
         try:
             fmt, *values = orjson.loads(data)

@@ -24,7 +24,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis
-
 from segstream.operators.events import Change
 
 ENTER = "enter"
@@ -106,6 +105,7 @@ class RedisStore:
     Args:
         client: a ``redis.Redis`` client (``decode_responses`` either way).
         layout: the key layout.
+
     """
 
     def __init__(self, client: redis.Redis, layout: RedisLayout) -> None:
@@ -131,6 +131,7 @@ class RedisStore:
 
         Returns:
             How many profile hashes were written (stale ones are skipped).
+
         """
         if not updates:
             return 0
@@ -142,7 +143,7 @@ class RedisStore:
             for name, value in fields.items():
                 args.append(name)
                 args.append(value)
-            for op_version, op, segment in ops:
+            for _version, _op, segment in ops:
                 keys.append(self._layout.members(segment))
             for op_version, op, _segment in ops:
                 args.append(op_version)

@@ -1,0 +1,1 @@
+"""The CLI's subcommands: run, demo, generate, replay, lookup (one module each)."""

@@ -79,7 +79,7 @@ def scrape(port: int) -> dict[str, float]:
 
 
 def processed(samples: dict[str, float]) -> int:
-    """Inputs the worker has taken (valid events plus dead letters)."""
+    """Count the inputs the worker has taken (valid events plus dead letters)."""
     total = samples.get("segstream_events_total", 0.0)
     total += sum(v for k, v in samples.items() if k.startswith("segstream_dead_letters_total{"))
     return int(total)

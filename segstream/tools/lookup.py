@@ -33,5 +33,6 @@ def _cmd_lookup(args: argparse.Namespace) -> int:
     if not profile:
         print(f"no profile for user {args.user!r} under prefix {config.redis_prefix!r}")
         return 1
-    print(orjson.dumps({"user_id": args.user, **profile}, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS).decode())
+    pretty = orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS
+    print(orjson.dumps({"user_id": args.user, **profile}, option=pretty).decode())
     return 0

@@ -65,9 +65,14 @@ def recovery_config(config: Config, partitions: int) -> Any:
     return RecoveryConfig(str(directory), backup_interval=timedelta(seconds=config.backup_interval_s))
 
 
-def _raise_interrupt(signum: int, _frame: FrameType | None) -> None:
-    # Bytewax checks Python signals between activations and unwinds on
-    # KeyboardInterrupt, closing sinks; SIGTERM is made to take that path.
+_stop_signal: list[int] = []
+
+
+def _request_stop(signum: int, _frame: FrameType | None) -> None:
+    # Bytewax checks Python signals between activations and unwinds when a
+    # handler raises; SIGTERM is made to take the same path as Ctrl-C. Sinks
+    # flush every batch, so nothing written is left in a buffer.
+    _stop_signal.append(signum)
     raise KeyboardInterrupt(f"signal {signum}")
 
 
@@ -76,7 +81,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     segments = load_segments(config.segments_file)
 
-    from bytewax.run import cli_main  # noqa: PLC0415 - keep `segstream --help` fast
+    from bytewax.errors import BytewaxRuntimeError  # noqa: PLC0415 - keep --help fast
+    from bytewax.run import cli_main  # noqa: PLC0415
 
     from segstream.flows.segmentation import build_flow  # noqa: PLC0415
     from segstream.metrics import serve_metrics  # noqa: PLC0415
@@ -96,7 +102,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     recovery = recovery_config(config, partitions=max(1, processes * config.workers_per_process))
     flow = build_flow(config, segments=segments, tail=not args.until_end)
-    signal.signal(signal.SIGTERM, _raise_interrupt)
+    signal.signal(signal.SIGTERM, _request_stop)
+    signal.signal(signal.SIGINT, _request_stop)
     log.info(
         "consuming %s from %s; changes -> %s, dead letters -> %s, redis %s (prefix %r)",
         ",".join(config.input_topics), ",".join(config.brokers), config.output_topic,
@@ -111,8 +118,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
             epoch_interval=timedelta(seconds=config.snapshot_interval_s),
             recovery_config=recovery,
         )
-    except KeyboardInterrupt:
-        log.info("stopped by signal; state is in %s", config.recovery_dir or "(recovery off)")
+    except (KeyboardInterrupt, BytewaxRuntimeError):
+        if not _stop_signal:
+            raise
+        log.info("stopped by signal %d; state is in %s", _stop_signal[0],
+                 config.recovery_dir or "(recovery off)")
         return 0
     log.info("input exhausted; stopped")
     return 0

@@ -1,0 +1,98 @@
+"""`segstream run` as a platform team runs it: metrics, health, SIGTERM, bad config."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+
+import orjson
+import pytest
+
+from segstream.services import RedisServer, TansuBroker, clean_env, free_port
+from segstream.state.redis import RedisStore
+from segstream.tools.demo import scrape
+
+from .helpers import make_config, start_worker, wait_processed, worker_env
+
+pytestmark = pytest.mark.integration
+
+
+def event(user: str, name: str, i: int) -> bytes:
+    return orjson.dumps({"type": "track", "event": name, "userId": user, "messageId": f"{user}{i}",
+                         "timestamp": f"2024-05-01T10:00:{i:02d}Z"})
+
+
+def test_metrics_health_and_sigterm(kafka_broker: TansuBroker, redis_server: RedisServer,
+                                    topic_factory: Callable[..., str], redis_prefix: str,
+                                    tmp_path: Path) -> None:
+    """Scenario: a tailing worker takes events, is scraped, then gets SIGTERM.
+
+    We expect counters that match the input, a JSON health answer, a clean exit
+    with code 0, and everything it took written to Redis.
+    """
+    config = make_config(kafka_broker, redis_server.url, redis_prefix, topic_factory("in"),
+                         topic_factory("out"), topic_factory("dlq"))
+    kafka_broker.produce(config.input_topics[0],
+                         [(b"u1", event("u1", "Product Viewed", 1)), (b"u1", event("u1", "Order Completed", 2)),
+                          (None, b"nope"), (b"u2", event("u2", "Page Viewed", 3))])
+    port = free_port()
+    worker = start_worker(worker_env(config, tmp_path / "rec", metrics_port=port), log=tmp_path / "w.log")
+    try:
+        wait_processed(port, 4, worker)
+        deadline = time.monotonic() + 20
+        while scrape(port).get("segstream_redis_profile_writes_total", 0) < 2:
+            assert time.monotonic() < deadline, "profiles were not written"
+            time.sleep(0.05)
+        samples = scrape(port)
+        assert samples["segstream_events_total"] == 3
+        assert samples["segstream_dead_letters_total{reason=not_json}"] == 1
+        assert samples["segstream_changes_total{kind=journey}"] == 4  # u1: 3, u2: 1
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as resp:
+            health = orjson.loads(resp.read())
+        assert health["status"] == "ok" and health["last_batch_age_s"] is not None
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(30) == 0, (tmp_path / "w.log").read_text()[-2000:]
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+    assert "stopped by signal" in (tmp_path / "w.log").read_text()
+    store = RedisStore.from_url(redis_server.url, redis_prefix)
+    assert store.profile("u1")["journey"] == "decision"
+    assert store.user_ids() == ["u1", "u2"]
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({"SEGSTREAM_BROKER": "x:1"}, "SEGSTREAM_BROKERS"),
+        ({"SEGSTREAM_SESSION_GAP_S": "soon"}, "session_gap_s"),
+        ({"SEGSTREAM_SEGMENTS_FILE": "/nonexistent/segments.toml"}, "segments_file"),
+    ],
+)
+def test_bad_config_fails_at_start_naming_the_field(env: dict[str, str], expected: str) -> None:
+    """A bad setting stops `segstream run` before it starts, with exit code 2 and the field named."""
+    proc = subprocess.run([sys.executable, "-m", "segstream.cli", "run"], env=clean_env(env),
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert expected in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_lookup_prints_the_profile(redis_server: RedisServer, redis_prefix: str) -> None:
+    """`segstream lookup USER` prints the stored profile as JSON; unknown users exit 1."""
+    store = RedisStore.from_url(redis_server.url, redis_prefix)
+    store.apply([("u9", 2, 5, {"journey": "decision", "version": "2", "events_total": "5"}, [])])
+    env = clean_env({"SEGSTREAM_REDIS_URL": redis_server.url, "SEGSTREAM_REDIS_PREFIX": redis_prefix})
+    found = subprocess.run([sys.executable, "-m", "segstream.cli", "lookup", "u9"], env=env,
+                           capture_output=True, text=True, timeout=60)
+    assert found.returncode == 0, found.stderr
+    assert orjson.loads(found.stdout) == {"user_id": "u9", "journey": "decision", "version": "2",
+                                          "events_total": "5"}
+    missing = subprocess.run([sys.executable, "-m", "segstream.cli", "lookup", "nobody"], env=env,
+                             capture_output=True, text=True, timeout=60)
+    assert missing.returncode == 1 and "no profile" in missing.stdout
