@@ -122,7 +122,6 @@ class KafkaOutSink(DynamicSink[OutMessage]):
         self._settings = {
             "bootstrap.servers": ",".join(config.brokers),
             "linger.ms": str(config.producer_linger_ms),
-            "enable.idempotence": "false",
             **dict(config.kafka_options),
         }
 

@@ -23,6 +23,7 @@ decimal string); ``timestamp`` an ISO-8601 date-time (no offset means UTC);
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -151,7 +152,11 @@ class EventParser:
             )
         message_id = doc.get("messageId")
         if not isinstance(message_id, str) or not message_id:
-            message_id = f"{topic}:{partition}:{offset}"
+            # Deterministic either way, so a replay names the same cause.
+            if topic is not None:
+                message_id = f"{topic}:{partition}:{offset}"
+            else:
+                message_id = "sha1:" + hashlib.sha1(raw, usedforsecurity=False).hexdigest()
 
         return Event(
             key=identity,

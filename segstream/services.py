@@ -157,12 +157,17 @@ class TansuBroker(_Service):
             raise ServiceError(msg)
         return count
 
-    def read_topic(self, topic: str, *, idle_s: float = 1.0, timeout_s: float = 60.0) -> list[TopicRecord]:
-        """Read a whole topic from the beginning until it is idle for ``idle_s``.
+    def read_topic(self, topic: str, *, timeout_s: float = 60.0) -> list[TopicRecord]:
+        """Read a whole topic from the beginning to its current end.
 
+        The end is where every partition reports end-of-partition (from fetch
+        responses, which Tansu answers correctly, unlike ListOffsets).
         Records are returned in (partition, offset) order.
+
+        Raises:
+            ServiceError: the topic does not exist or its end was not reached in time.
         """
-        from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition  # noqa: PLC0415
+        from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition  # noqa: PLC0415
         from confluent_kafka.admin import AdminClient  # noqa: PLC0415
 
         admin = AdminClient({"bootstrap.servers": self.bootstrap})
@@ -175,19 +180,27 @@ class TansuBroker(_Service):
                 "bootstrap.servers": self.bootstrap,
                 "group.id": "segstream-reader",
                 "enable.auto.commit": "false",
+                "enable.partition.eof": "true",
                 **CONSUMER_TUNING,
             }
         )
-        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in meta.partitions])
+        partitions = set(meta.partitions)
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
         records: list[TopicRecord] = []
+        at_end: set[int] = set()
         deadline = time.monotonic() + timeout_s
-        last_seen = time.monotonic()
         try:
-            while time.monotonic() < deadline and time.monotonic() - last_seen < idle_s:
+            while at_end != partitions:
+                if time.monotonic() > deadline:
+                    msg = f"topic {topic!r}: end not reached within {timeout_s:.0f}s"
+                    raise ServiceError(msg)
                 for msg in consumer.consume(10000, 0.05):
-                    if msg.error() is not None:
+                    error = msg.error()
+                    if error is not None:
+                        if error.code() == KafkaError._PARTITION_EOF:  # noqa: SLF001
+                            at_end.add(msg.partition())
                         continue
-                    last_seen = time.monotonic()
+                    at_end.discard(msg.partition())
                     records.append(
                         TopicRecord(
                             msg.topic(), msg.partition(), msg.offset(), msg.key(), msg.value(),

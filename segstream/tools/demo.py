@@ -91,8 +91,8 @@ def summarize(
     """Build the summary from what the outputs hold, not from the worker's own counts."""
     parser = EventParser()
     valid_users = {e.key for e in map(parser.parse, lines) if isinstance(e, Event)}
-    changes = [orjson.loads(r.value) for r in broker.read_topic(OUTPUT_TOPIC, idle_s=0.5) if r.value]
-    dead = broker.read_topic(DLQ_TOPIC, idle_s=0.5)
+    changes = [orjson.loads(r.value) for r in broker.read_topic(OUTPUT_TOPIC) if r.value]
+    dead = broker.read_topic(DLQ_TOPIC)
     reasons = Counter(dict(r.headers).get(REASON_HEADER, b"?").decode() for r in dead)
     users = store.user_ids()
     segments = {name: len(members) for name, members in sorted(store.segments().items())}

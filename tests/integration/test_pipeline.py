@@ -90,7 +90,7 @@ def test_scripted_journey(pipeline: Config, kafka_broker: TansuBroker, redis_ser
     assert store.profile("bob")["events_total"] == "2"
     # Emptied sets disappear in Redis, so only non-empty segments remain.
     assert store.segments() == {"journey:retention": {"alice"}, "journey:awareness": {"bob"}}
-    assert kafka_broker.read_topic(pipeline.dlq_topic, idle_s=0.3) == []
+    assert kafka_broker.read_topic(pipeline.dlq_topic) == []
 
 
 BAD = {

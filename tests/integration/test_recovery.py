@@ -91,7 +91,7 @@ def test_sigkill_mid_stream_then_resume(kafka_broker: TansuBroker, redis_server:
         if worker.poll() is None:
             worker.kill()
     assert at_kill < len(events), "the kill must land mid-stream"
-    before_restart = len(kafka_broker.read_topic(crashy.output_topic, idle_s=0.5))
+    before_restart = len(kafka_broker.read_topic(crashy.output_topic))
 
     resumed = start_worker(env, "--until-end", log=tmp_path / "worker.log")
     assert resumed.wait(120) == 0, (tmp_path / "worker.log").read_text()[-3000:]

@@ -99,6 +99,13 @@ class TestValidEvents:
         event = parse(with_(messageId=...), topic="t", partition=1, offset=9)
         assert isinstance(event, Event) and event.message_id == "t:1:9"
 
+    def test_missing_message_id_without_source_hashes_the_bytes(self) -> None:
+        """Without messageId or source coordinates the cause is a hash of the bytes."""
+        first = parse(with_(messageId=...))
+        again = parse(with_(messageId=...))
+        assert isinstance(first, Event) and first.message_id.startswith("sha1:")
+        assert isinstance(again, Event) and again.message_id == first.message_id
+
     def test_custom_taxonomy(self) -> None:
         """Renamed events map to roles through the taxonomy alone."""
         parser = EventParser(taxonomy=Taxonomy.build({"purchase": ["purchase"]}))
