@@ -171,9 +171,10 @@ class TansuBroker(_Service):
         from confluent_kafka.admin import AdminClient  # noqa: PLC0415
 
         admin = AdminClient({"bootstrap.servers": self.bootstrap})
-        meta = admin.list_topics(topic, timeout=10).topics[topic]
-        if meta.error is not None:
-            msg = f"cannot read topic {topic!r}: {meta.error}"
+        # List all topics: naming one in a metadata request makes Tansu create it.
+        meta = admin.list_topics(timeout=10).topics.get(topic)
+        if meta is None or meta.error is not None:
+            msg = f"cannot read topic {topic!r}: {'no such topic' if meta is None else meta.error}"
             raise ServiceError(msg)
         consumer = Consumer(
             {

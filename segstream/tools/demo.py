@@ -35,6 +35,7 @@ from segstream.operators.events import Event
 from segstream.operators.parse import EventParser
 from segstream.services import RedisServer, TansuBroker, clean_env, free_port
 from segstream.state.redis import RedisStore
+from segstream.tools.replay import event_key
 
 INPUT_TOPIC = "clickstream"
 OUTPUT_TOPIC = "segment-changes"
@@ -184,13 +185,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 def _key_of(line: bytes) -> bytes | None:
     try:
-        doc = orjson.loads(line)
+        return event_key(orjson.loads(line))
     except orjson.JSONDecodeError:
         return None
-    if not isinstance(doc, dict):
-        return None
-    ident = doc.get("userId") or doc.get("anonymousId")
-    return str(ident).encode() if isinstance(ident, str | int) and ident != "" else None
 
 
 def _start_worker(env: dict[str, str], workdir: Path, *, until_end: bool) -> subprocess.Popen[bytes]:
