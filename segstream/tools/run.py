@@ -14,6 +14,7 @@ process, more workers share one GIL, so processes are the way to scale.
 from __future__ import annotations
 
 import argparse
+import fcntl
 import logging
 import signal
 from datetime import timedelta
@@ -59,9 +60,13 @@ def recovery_config(config: Config, partitions: int) -> Any:
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ConfigError("recovery_dir", "config", f"cannot create {directory}: {exc}") from exc
-    if not any(directory.glob("part-*.sqlite3")):
-        init_db_dir(directory, partitions)
-        log.info("initialised recovery directory %s with %d partitions", directory, partitions)
+    # Every process of a cluster may start at once on a shared directory: the
+    # lock makes exactly one of them create the partitions and the others wait.
+    with open(directory / ".segstream-init.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not any(directory.glob("part-*.sqlite3")):
+            init_db_dir(directory, partitions)
+            log.info("initialised recovery directory %s with %d partitions", directory, partitions)
     return RecoveryConfig(str(directory), backup_interval=timedelta(seconds=config.backup_interval_s))
 
 

@@ -96,3 +96,39 @@ def test_lookup_prints_the_profile(redis_server: RedisServer, redis_prefix: str)
     missing = subprocess.run([sys.executable, "-m", "segstream.cli", "lookup", "nobody"], env=env,
                              capture_output=True, text=True, timeout=60)
     assert missing.returncode == 1 and "no profile" in missing.stdout
+
+
+def test_two_processes_share_the_work(kafka_broker: TansuBroker, redis_server: RedisServer,
+                                      topic_factory: Callable[..., str], redis_prefix: str,
+                                      tmp_path: Path) -> None:
+    """Scenario: two `segstream run -i N -a ...` processes start together on a 2-partition topic.
+
+    We expect both to set up one shared recovery directory without racing, to
+    exit 0 at the end of the input, and together to produce exactly the
+    changes and profiles of one process.
+    """
+    config = make_config(kafka_broker, redis_server.url, redis_prefix,
+                         topic_factory("in", partitions=2), topic_factory("out"), topic_factory("dlq"))
+    users = [f"u{i}" for i in range(40)]
+    names = ["Product Viewed", "Checkout Started", "Order Completed", "Order Completed"]
+    kafka_broker.produce(config.input_topics[0],
+                         [(u.encode(), event(u, n, i)) for i, n in enumerate(names) for u in users])
+    addresses = f"127.0.0.1:{free_port()},127.0.0.1:{free_port()}"
+    env = worker_env(config, tmp_path / "shared-recovery", metrics_port=free_port())
+    procs = [start_worker(env, "--until-end", "-i", str(i), "-a", addresses, log=tmp_path / f"p{i}.log")
+             for i in range(2)]
+    try:
+        codes = [p.wait(120) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    logs = "".join((tmp_path / f"p{i}.log").read_text() for i in range(2))
+    assert codes == [0, 0], logs[-3000:]
+    assert logs.count("initialised recovery directory") == 1
+    changes = [orjson.loads(r.value) for r in kafka_broker.read_topic(config.output_topic)]
+    assert sorted((c["user_id"], c["version"]) for c in changes) == sorted(
+        (u, v) for u in users for v in (1, 2, 3, 4))
+    store = RedisStore.from_url(redis_server.url, redis_prefix)
+    assert store.user_ids() == sorted(users)
+    assert store.members("journey:retention") == set(users)
