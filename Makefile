@@ -31,7 +31,11 @@ test: $(STAMP) redis-server
 	$(BIN)/pytest -q $(PYTEST_ARGS)
 
 bench: $(STAMP) redis-server
-	$(BIN)/python -m benchmarks.run $(BENCH_ARGS)
+	$(BIN)/python -m benchmarks.throughput $(BENCH_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/pip install --quiet ruff
+	$(BIN)/ruff check operators state flows segstream
 
 clean:
 	rm -rf $(VENV) *.egg-info build recovery

@@ -166,6 +166,7 @@ class TansuBroker(_Service):
 
         Raises:
             ServiceError: the topic does not exist or its end was not reached in time.
+
         """
         from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition  # noqa: PLC0415
         from confluent_kafka.admin import AdminClient  # noqa: PLC0415
