@@ -44,6 +44,9 @@ from segstream.operators.taxonomy import DEFAULT_TAXONOMY, ROLES, Taxonomy
 ENV_PREFIX = "SEGSTREAM_"
 # Variables that carry no setting of their own and so are not "unknown".
 _ENV_NOT_SETTINGS = frozenset({"SEGSTREAM_CONFIG"})
+# Kubernetes adds these for a Service named "segstream" to every pod of the
+# namespace (service links); they are not settings and must not stop a worker.
+_ENV_SERVICE_LINKS = ("SEGSTREAM_PORT", "SEGSTREAM_SERVICE_")
 
 
 def _doc(default_doc: str) -> dict[str, str]:
@@ -289,6 +292,8 @@ def load_config(
     for var, raw in env.items():
         if not var.startswith(ENV_PREFIX) or var in _ENV_NOT_SETTINGS:
             continue
+        if var.startswith(_ENV_SERVICE_LINKS):
+            continue
         name = var[len(ENV_PREFIX):].lower()
         if name.startswith("taxonomy_"):
             env_taxonomy[name.removeprefix("taxonomy_")] = raw
@@ -327,6 +332,10 @@ def _check(config: Config, *, source: str) -> None:
     if config.output_topic == config.dlq_topic or config.output_topic in config.input_topics:
         raise ConfigError(
             "output_topic", source, "must differ from the dead-letter and input topics"
+        )
+    if config.dlq_topic in config.input_topics:
+        raise ConfigError(
+            "dlq_topic", source, "must not be an input topic (dead letters would loop back in)"
         )
     if config.metrics_port > 65535:
         raise ConfigError("metrics_port", source, "must be a TCP port (0 disables)")

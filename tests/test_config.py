@@ -77,6 +77,7 @@ def test_taxonomy_from_file_and_env(tmp_path: Path) -> None:
         ("session_gap_s = 0", {}, "session_gap_s", "> 0"),
         ('input_topics = []', {}, "input_topics", "at least one"),
         ('output_topic = "segstream-dead-letters"', {}, "output_topic", "must differ"),
+        ('input_topics = ["segstream-dead-letters"]', {}, "dlq_topic", "loop back"),
         ('redis_url = "localhost:6379"', {}, "redis_url", "redis://"),
         ("[taxonomy]\npurchse = ['x']", {}, "taxonomy.purchse", "did you mean 'purchase'"),
         ("", {"SEGSTREAM_TAXONOMY_BUY": "x"}, "taxonomy.buy", "unknown role"),
@@ -93,6 +94,13 @@ def test_bad_settings_fail_naming_the_field(tmp_path: Path, text: str, env: dict
         load_config(path, env=env)
     assert info.value.field == field
     assert hint in str(info.value)
+
+
+def test_kubernetes_service_links_are_not_settings() -> None:
+    """Variables Kubernetes adds for a Service named segstream do not stop the worker."""
+    env = {"SEGSTREAM_PORT": "tcp://10.0.0.1:9464", "SEGSTREAM_SERVICE_HOST": "10.0.0.1",
+           "SEGSTREAM_SERVICE_PORT": "9464", "SEGSTREAM_PORT_9464_TCP_ADDR": "10.0.0.1"}
+    assert load_config(env=env) == Config()
 
 
 def test_missing_file(tmp_path: Path) -> None:

@@ -70,6 +70,20 @@ def recovery_config(config: Config, partitions: int) -> Any:
     return RecoveryConfig(str(directory), backup_interval=timedelta(seconds=config.backup_interval_s))
 
 
+def redact_url(url: str) -> str:
+    """Hide the password of a URL for logs.
+
+    >>> redact_url("redis://:s3cret@redis:6379/0"), redact_url("redis://redis:6379/0")
+    ('redis://:***@redis:6379/0', 'redis://redis:6379/0')
+    """
+    scheme, sep, rest = url.partition("://")
+    credentials, at, host = rest.rpartition("@")
+    if not sep or not at:
+        return url
+    user, colon, _password = credentials.partition(":")
+    return f"{scheme}://{user}{':***' if colon else ''}@{host}"
+
+
 _stop_signal: list[int] = []
 
 
@@ -109,10 +123,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
     flow = build_flow(config, segments=segments, tail=not args.until_end)
     signal.signal(signal.SIGTERM, _request_stop)
     signal.signal(signal.SIGINT, _request_stop)
+    if recovery is None:
+        log.warning("recovery_dir is empty: recovery is OFF, a restart starts from scratch")
     log.info(
         "consuming %s from %s; changes -> %s, dead letters -> %s, redis %s (prefix %r)",
         ",".join(config.input_topics), ",".join(config.brokers), config.output_topic,
-        config.dlq_topic, config.redis_url, config.redis_prefix,
+        config.dlq_topic, redact_url(config.redis_url), config.redis_prefix,
     )
     try:
         cli_main(
