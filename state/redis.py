@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
 from segstream.operators.events import Change
 
 ENTER = "enter"
@@ -114,9 +116,27 @@ class RedisStore:
         self._apply = client.register_script(_APPLY_UPDATE)
 
     @classmethod
-    def from_url(cls, url: str, prefix: str = "seg:") -> RedisStore:
-        """Connect to ``url`` (``redis://host:port/db``)."""
-        return cls(redis.Redis.from_url(url, decode_responses=True), RedisLayout(prefix))
+    def from_url(cls, url: str, prefix: str = "seg:", *, retry_s: float = 30.0) -> RedisStore:
+        """Connect to ``url`` (``redis://host:port/db``).
+
+        Connection errors and timeouts are retried with exponential backoff for
+        about ``retry_s`` seconds (a failover, a restart), then raised, which
+        stops the worker before its snapshot moves past unwritten output.
+        Retrying is safe because writes are version-guarded (idempotent).
+        """
+        backoff = ExponentialBackoff(cap=2.0, base=0.05)
+        attempts, waited = 0, 0.0
+        while waited < retry_s:
+            attempts += 1
+            waited += backoff.compute(attempts)
+        client = redis.Redis.from_url(
+            url,
+            decode_responses=True,
+            retry=Retry(backoff, attempts),
+            retry_on_error=[redis.ConnectionError, redis.TimeoutError],
+            socket_connect_timeout=2.0,
+        )
+        return cls(client, RedisLayout(prefix))
 
     @property
     def layout(self) -> RedisLayout:

@@ -98,3 +98,37 @@ def test_crash_replays_converge(store: RedisStore, runs: list[tuple[int, int]]) 
     store.apply(updates[position:])
     assert store.profile("u1")["journey"] == "p9"
     assert {k: v for k, v in store.segments().items() if v} == {"journey:p9": {"u1"}}
+
+
+def test_writes_ride_out_a_redis_restart() -> None:
+    """A write issued while redis-server restarts succeeds once it is back."""
+    import threading  # noqa: PLC0415
+    import time  # noqa: PLC0415
+
+    server = RedisServer()
+    store = RedisStore.from_url(server.url, "r:", retry_s=10)
+    try:
+        store.apply([update(1, 1, [enter(1, "awareness", None)])])
+        server.stop()
+        result: list[int] = []
+        writer = threading.Thread(target=lambda: result.append(
+            store.apply([update(2, 2, [enter(2, "decision", "awareness")])])))
+        writer.start()
+        time.sleep(0.5)
+        server = RedisServer(port=server.port)  # memory-only: the restart lost the data
+        writer.join(15)
+        assert result == [1]
+        assert store.profile("u1")["version"] == "2"
+        assert store.members("journey:decision") == {"u1"}
+    finally:
+        store.close()
+        server.stop()
+
+
+def test_unreachable_redis_raises_after_retrying() -> None:
+    """With Redis gone for good, the write fails with a connection error, not silently."""
+    from segstream.services import free_port  # noqa: PLC0415
+
+    store = RedisStore.from_url(f"redis://127.0.0.1:{free_port()}/0", "r:", retry_s=0.5)
+    with pytest.raises(redis.ConnectionError):
+        store.apply([update(1, 1, [])])
