@@ -25,6 +25,7 @@ from segstream.state.redis import RedisStore
 
 from segstream.config import Config
 from segstream.errors import SegstreamError
+from segstream.kafka import produce_waiting
 from segstream.metrics import REDIS_PROFILE_WRITES, SINK_BATCH_SECONDS
 
 
@@ -95,16 +96,11 @@ class _KafkaOutPartition(StatelessSinkPartition[OutMessage]):
 
     def write_batch(self, items: list[OutMessage]) -> None:
         started = time.perf_counter()
-        produce = self._producer.produce
+        producer, on_delivery = self._producer, self._on_delivery
         for msg in items:
-            while True:
-                try:
-                    produce(msg.topic, value=msg.value, key=msg.key, headers=msg.headers,
-                            on_delivery=self._on_delivery)
-                    break
-                except BufferError:
-                    self._producer.poll(0.01)
-        self._producer.flush()
+            produce_waiting(producer, msg.topic, msg.value, msg.key, headers=msg.headers,
+                            on_delivery=on_delivery)
+        producer.flush()
         SINK_BATCH_SECONDS.labels("kafka").observe(time.perf_counter() - started)
         if self._errors:
             errors, self._errors = self._errors, []
@@ -154,12 +150,7 @@ class _RedisPartition(StatelessSinkPartition[UserUpdate]):
 
     def write_batch(self, items: list[UserUpdate]) -> None:
         started = time.perf_counter()
-        updated_at = iso_utc(time.time())
-        batch = [
-            (u.user_id, u.version, u.events_total, {**u.profile, "updated_at": updated_at}, u.changes)
-            for u in merge_updates(items)
-        ]
-        written = self._store.apply(batch)
+        written = self._store.apply(merge_updates(items), updated_at=iso_utc(time.time()))
         REDIS_PROFILE_WRITES.inc(written)
         SINK_BATCH_SECONDS.labels("redis").observe(time.perf_counter() - started)
 

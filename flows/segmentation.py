@@ -11,6 +11,7 @@ Nothing happens at import. Tests pass a ``TestingSource`` of
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -48,43 +49,46 @@ class Sinks:
 
 
 def parse_batch(parser: EventParser, items: list[SourceItem]) -> list[Event | Rejected]:
-    """Parse a batch of source messages; consumer errors become ``source_error`` rejects."""
+    """Parse a batch of source messages; consumer errors become ``source_error`` rejects.
+
+    Metrics are counted in the same pass and recorded once per batch.
+    """
     out: list[Event | Rejected] = []
     parse = parser.parse
     newest_append_ms = 0
+    newest_event = 0.0
+    valid = 0
+    rejected: Counter[str] = Counter()
     for item in items:
         if isinstance(item, KafkaError):
             msg = item.msg
-            out.append(
-                Rejected(Reason.SOURCE_ERROR, str(item.err), msg.value, msg.key,
-                         msg.topic, msg.partition, msg.offset)
+            result: Event | Rejected = Rejected(
+                Reason.SOURCE_ERROR, str(item.err), msg.value, msg.key,
+                msg.topic, msg.partition, msg.offset,
             )
-            continue
-        out.append(parse(item.value, key=item.key, topic=item.topic,
-                         partition=item.partition, offset=item.offset))
-        if item.timestamp is not None and item.timestamp[1] > newest_append_ms:
-            newest_append_ms = item.timestamp[1]
-    _record_parse_metrics(out, newest_append_ms)
-    return out
-
-
-def _record_parse_metrics(parsed: list[Event | Rejected], newest_append_ms: int) -> None:
-    now = time.time()
-    valid = 0
-    newest_event = 0.0
-    for item in parsed:
-        if isinstance(item, Event):
-            valid += 1
-            if item.timestamp > newest_event:
-                newest_event = item.timestamp
         else:
-            DEAD_LETTERS.labels(item.reason.value).inc()
+            result = parse(item.value, key=item.key, topic=item.topic,
+                           partition=item.partition, offset=item.offset)
+            if item.timestamp is not None and item.timestamp[1] > newest_append_ms:
+                newest_append_ms = item.timestamp[1]
+        if isinstance(result, Event):
+            valid += 1
+            if result.timestamp > newest_event:
+                newest_event = result.timestamp
+        else:
+            rejected[result.reason.value] += 1
+        out.append(result)
+
+    now = time.time()
     EVENTS_IN.inc(valid)
+    for reason, count in rejected.items():
+        DEAD_LETTERS.labels(reason).inc(count)
     LAST_BATCH_UNIXTIME.set(now)
     if newest_append_ms:
         CONSUMER_LAG_SECONDS.set(max(0.0, now - newest_append_ms / 1000))
     if newest_event:
         EVENT_TIME_LAG_SECONDS.set(now - newest_event)
+    return out
 
 
 def dead_letter(dlq_topic: str, rejected: Rejected) -> OutMessage:
@@ -96,11 +100,14 @@ def change_messages(output_topic: str, updates: list[UserUpdate]) -> list[OutMes
     """Serialize the changes of a batch of updates for the ``segment-changes`` topic."""
     emitted_at = time.time()
     out = []
+    kinds: Counter[str] = Counter()
     for update in updates:
         for change in update.changes:
             out.append(OutMessage(output_topic, change_key(change),
                                   change_value(change, emitted_at=emitted_at)))
-            CHANGES_OUT.labels(change.kind).inc()
+            kinds[change.kind] += 1
+    for kind, count in kinds.items():
+        CHANGES_OUT.labels(kind).inc(count)
     return out
 
 

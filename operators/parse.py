@@ -36,6 +36,23 @@ CALL_TYPES = frozenset({"track", "page", "screen", "identify", "alias"})
 _EMPTY: dict[str, Any] = {}
 
 
+def parse_timestamp(text: str) -> float | None:
+    """Read an ISO-8601 date-time as epoch seconds; no offset means UTC; ``None`` if unusable.
+
+    >>> parse_timestamp("2024-05-01T12:00:00+02:00"), parse_timestamp("2024-05-01T10:00:00")
+    (1714557600.0, 1714557600.0)
+    >>> parse_timestamp("yesterday") is None
+    True
+    """
+    try:
+        moment = datetime.fromisoformat(text)
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        return moment.timestamp()
+    except (ValueError, OverflowError, OSError):
+        return None
+
+
 @dataclass(frozen=True, slots=True)
 class EventParser:
     """Validates Segment-Spec JSON against a taxonomy and a size limit.
@@ -113,16 +130,9 @@ class EventParser:
             return reject(Reason.MISSING_TIMESTAMP, "no timestamp")
         if not isinstance(stamp, str):
             return reject(Reason.BAD_TIMESTAMP, f"timestamp must be an ISO-8601 string, got {stamp!r}")
-        try:
-            moment = datetime.fromisoformat(stamp)
-        except ValueError:
-            return reject(Reason.BAD_TIMESTAMP, f"timestamp is not ISO-8601: {stamp!r}")
-        if moment.tzinfo is None:
-            moment = moment.replace(tzinfo=UTC)
-        try:
-            timestamp = moment.timestamp()
-        except (OverflowError, OSError, ValueError):
-            return reject(Reason.BAD_TIMESTAMP, f"timestamp out of range: {stamp!r}")
+        timestamp = parse_timestamp(stamp)
+        if timestamp is None:
+            return reject(Reason.BAD_TIMESTAMP, f"timestamp is not an ISO-8601 date-time: {stamp!r}")
 
         objects = []
         for field_name in ("properties", "context", "traits"):

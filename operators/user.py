@@ -33,6 +33,8 @@ from segstream.operators.journey import DEFAULT_JOURNEY, JourneyConfig
 from segstream.state.profile import UserState
 
 JOURNEY = "journey"
+# Rule segments arrive with the rules issue; until then every profile has none.
+_NO_RULE_SEGMENTS = orjson.dumps([]).decode()
 ENTER = "enter"
 EXIT = "exit"
 
@@ -175,7 +177,7 @@ def profile_fields(state: UserState) -> dict[str, str]:
     """
     return {
         "journey": state.journey or "",
-        "segments": orjson.dumps([]).decode(),
+        "segments": _NO_RULE_SEGMENTS,
         "version": str(state.version),
         "events_total": str(state.events_total),
         "sessions_total": str(state.sessions_total),

@@ -153,38 +153,26 @@ def _parse_str(raw: Any, name: str, source: str) -> str:
     return raw
 
 
-def _parse_int(raw: Any, name: str, source: str) -> int:
-    if isinstance(raw, bool):
-        raise ConfigError(name, source, f"expected an integer, got {raw!r}")
-    if isinstance(raw, int):
-        value = raw
-    elif isinstance(raw, str):
+def _non_negative(cast: type[int] | type[float], what: str) -> Callable[[Any, str, str], Any]:
+    """Build a parser of a non-negative number, from TOML numbers or env text."""
+    accepted: tuple[type, ...] = (int, str) if cast is int else (int, float, str)
+
+    def parse(raw: Any, name: str, source: str) -> Any:
+        if isinstance(raw, bool) or not isinstance(raw, accepted):
+            raise ConfigError(name, source, f"expected {what}, got {raw!r}")
         try:
-            value = int(raw.strip())
+            value = cast(raw.strip() if isinstance(raw, str) else raw)
         except ValueError as exc:
-            raise ConfigError(name, source, f"expected an integer, got {raw!r}") from exc
-    else:
-        raise ConfigError(name, source, f"expected an integer, got {type(raw).__name__}")
-    if value < 0:
-        raise ConfigError(name, source, f"must be >= 0, got {value}")
-    return value
+            raise ConfigError(name, source, f"expected {what}, got {raw!r}") from exc
+        if not value >= 0:  # also rejects NaN
+            raise ConfigError(name, source, f"must be >= 0, got {raw!r}")
+        return value
+
+    return parse
 
 
-def _parse_float(raw: Any, name: str, source: str) -> float:
-    if isinstance(raw, bool):
-        raise ConfigError(name, source, f"expected a number, got {raw!r}")
-    if isinstance(raw, int | float):
-        value = float(raw)
-    elif isinstance(raw, str):
-        try:
-            value = float(raw.strip())
-        except ValueError as exc:
-            raise ConfigError(name, source, f"expected a number, got {raw!r}") from exc
-    else:
-        raise ConfigError(name, source, f"expected a number, got {type(raw).__name__}")
-    if not value >= 0:  # also rejects NaN
-        raise ConfigError(name, source, f"must be a number >= 0, got {raw!r}")
-    return value
+_parse_int = _non_negative(int, "an integer")
+_parse_float = _non_negative(float, "a number")
 
 
 def _parse_str_list(raw: Any, name: str, source: str) -> tuple[str, ...]:

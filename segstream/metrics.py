@@ -61,7 +61,7 @@ class _Handler(BaseHTTPRequestHandler):
         if self.path.startswith("/metrics"):
             body, ctype, status = generate_latest(REGISTRY), CONTENT_TYPE_LATEST, 200
         elif self.path.startswith("/healthz"):
-            last = LAST_BATCH_UNIXTIME._value.get()  # noqa: SLF001 - a gauge's own value
+            last = REGISTRY.get_sample_value("segstream_last_batch_timestamp_seconds") or 0.0
             body = orjson.dumps(
                 {
                     "status": "ok",

@@ -24,6 +24,7 @@ from types import TracebackType
 from typing import Any
 
 from segstream.errors import ServiceError
+from segstream.kafka import find_topic, produce_waiting
 
 # librdkafka settings that make Tansu answer promptly (see DEVELOPERS notes).
 CONSUMER_TUNING = {
@@ -142,12 +143,7 @@ class TansuBroker(_Service):
         producer = Producer({"bootstrap.servers": self.bootstrap, **PRODUCER_TUNING})
         count = 0
         for key, value in messages:
-            while True:
-                try:
-                    producer.produce(topic, value=value, key=key)
-                    break
-                except BufferError:
-                    producer.poll(0.05)
+            produce_waiting(producer, topic, value, key)
             count += 1
             if count % 10000 == 0:
                 producer.poll(0)
@@ -172,8 +168,7 @@ class TansuBroker(_Service):
         from confluent_kafka.admin import AdminClient  # noqa: PLC0415
 
         admin = AdminClient({"bootstrap.servers": self.bootstrap})
-        # List all topics: naming one in a metadata request makes Tansu create it.
-        meta = admin.list_topics(timeout=10).topics.get(topic)
+        meta = find_topic(admin, topic)
         if meta is None or meta.error is not None:
             msg = f"cannot read topic {topic!r}: {'no such topic' if meta is None else meta.error}"
             raise ServiceError(msg)

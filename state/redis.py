@@ -27,6 +27,7 @@ import redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 from segstream.operators.events import Change
+from segstream.operators.user import UserUpdate
 
 ENTER = "enter"
 
@@ -143,11 +144,12 @@ class RedisStore:
         """The key layout this store writes."""
         return self._layout
 
-    def apply(
-        self,
-        updates: Sequence[tuple[str, int, int, dict[str, str], Sequence[Change]]],
-    ) -> int:
-        """Apply ``(user_id, version, events_total, fields, changes)`` updates in one pipeline.
+    def apply(self, updates: Sequence[UserUpdate], *, updated_at: str | None = None) -> int:
+        """Apply updates (profile fields and membership changes) in one pipeline.
+
+        Args:
+            updates: at most one per user gives the fewest script calls.
+            updated_at: written as the profile's ``updated_at`` field when given.
 
         Returns:
             How many profile hashes were written (stale ones are skipped).
@@ -156,19 +158,24 @@ class RedisStore:
         if not updates:
             return 0
         pipe = self._client.pipeline(transaction=False)
-        for user_id, version, events_total, fields, changes in updates:
-            ops = membership_ops(changes)
-            keys = [self._layout.user(user_id)]
-            args: list[Any] = [version, events_total, len(fields)]
+        for update in updates:
+            ops = membership_ops(update.changes)
+            fields = update.profile
+            keys = [self._layout.user(update.user_id)]
+            args: list[Any] = [update.version, update.events_total,
+                               len(fields) + (updated_at is not None)]
             for name, value in fields.items():
                 args.append(name)
                 args.append(value)
+            if updated_at is not None:
+                args.append("updated_at")
+                args.append(updated_at)
             for _version, _op, segment in ops:
                 keys.append(self._layout.members(segment))
             for op_version, op, _segment in ops:
                 args.append(op_version)
                 args.append(op)
-            args.append(user_id)
+            args.append(update.user_id)
             self._apply(keys=keys, args=args, client=pipe)
         return sum(int(x) for x in pipe.execute())
 

@@ -30,12 +30,13 @@ from typing import Any
 
 import orjson
 
+from segstream.kafka import produce_waiting
 from segstream.operators.changes import REASON_HEADER
 from segstream.operators.events import Event
 from segstream.operators.parse import EventParser
 from segstream.services import RedisServer, TansuBroker, clean_env, free_port
 from segstream.state.redis import RedisStore
-from segstream.tools.replay import event_key
+from segstream.tools.replay import Record, read_jsonl
 
 INPUT_TOPIC = "clickstream"
 OUTPUT_TOPIC = "segment-changes"
@@ -165,7 +166,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         if args.live:
             return _run_live(args, broker, redis_server, env, metrics_port, lines, workdir)
         _progress(f"producing {len(lines)} events to {INPUT_TOPIC} ...")
-        broker.produce(INPUT_TOPIC, ((_key_of(line), line) for line in lines))
+        broker.produce(INPUT_TOPIC, ((r.key, r.value) for r in _records(lines)))
         worker = _start_worker(env, workdir, until_end=True)
         code = _watch(worker, metrics_port, len(lines))
         elapsed = time.monotonic() - started
@@ -183,11 +184,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _key_of(line: bytes) -> bytes | None:
-    try:
-        return event_key(orjson.loads(line))
-    except orjson.JSONDecodeError:
-        return None
+def _records(lines: list[bytes]) -> list[Record]:
+    """Lines as replay sends them: byte for byte, keyed by user when they parse."""
+    return [r for r in read_jsonl(lines) if isinstance(r, Record)]
 
 
 def _start_worker(env: dict[str, str], workdir: Path, *, until_end: bool) -> subprocess.Popen[bytes]:
@@ -214,15 +213,15 @@ def _run_live(
 
     worker = _start_worker(env, workdir, until_end=False)
     producer = Producer({"bootstrap.servers": broker.bootstrap, "linger.ms": 5})
+    records = _records(lines)
     started = time.monotonic()
     sent = 0
     print("streaming; Ctrl-C to stop", file=sys.stderr)
     try:
         while worker.poll() is None:
             due = int((time.monotonic() - started) * args.rate)
-            while sent < min(due, len(lines)):
-                line = lines[sent]
-                producer.produce(INPUT_TOPIC, value=line, key=_key_of(line))
+            while sent < min(due, len(records)):
+                produce_waiting(producer, INPUT_TOPIC, records[sent].value, records[sent].key)
                 sent += 1
             producer.poll(0)
             done = processed(scrape(metrics_port))

@@ -84,6 +84,8 @@ import orjson
 
 from segstream.config import load_config
 from segstream.errors import ConfigError, ServiceError
+from segstream.kafka import find_topic, produce_waiting
+from segstream.operators.parse import parse_timestamp
 
 TYPES: tuple[str, ...] = ("str", "int", "float", "bool", "json", "epoch_s", "epoch_ms")
 """The conversions ``--map FIELD=COLUMN:TYPE`` accepts."""
@@ -357,15 +359,7 @@ def event_time(event: Any) -> float | None:
     if not isinstance(event, dict):
         return None
     stamp = event.get("timestamp")
-    if not isinstance(stamp, str):
-        return None
-    try:
-        moment = datetime.fromisoformat(stamp)
-        if moment.tzinfo is None:
-            moment = moment.replace(tzinfo=UTC)
-        return moment.timestamp()
-    except (ValueError, OverflowError, OSError):
-        return None
+    return parse_timestamp(stamp) if isinstance(stamp, str) else None
 
 
 # --- reading ---------------------------------------------------------------------
@@ -751,16 +745,11 @@ def produce_all(
             continue
         if pacer is not None:
             pacer.wait(item.event_time)
-        while True:
-            try:
-                producer.produce(topic, item.value, item.key)
-                break
-            except BufferError:
-                producer.poll(0.01)
-            except refused as exc:
-                summary.delivery_errors += 1
-                on_refused(item, exc)
-                break
+        try:
+            produce_waiting(producer, topic, item.value, item.key)
+        except refused as exc:
+            summary.delivery_errors += 1
+            on_refused(item, exc)
         summary.sent += 1
         on_sent()
         if summary.sent % 1000 == 0:
@@ -768,10 +757,7 @@ def produce_all(
 
 
 def check_topic(brokers: str, topic: str, options: dict[str, str], *, timeout: float = 10.0) -> None:
-    """Fail unless ``topic`` exists on ``brokers``.
-
-    All topics are listed rather than the one asked for, because a metadata
-    request naming a missing topic makes some brokers (Tansu) create it.
+    """Fail unless ``topic`` exists on ``brokers`` (never creating it).
 
     Raises:
         ConfigError: ``options`` holds an unknown librdkafka setting.
@@ -786,10 +772,9 @@ def check_topic(brokers: str, topic: str, options: dict[str, str], *, timeout: f
     except KafkaException as exc:
         raise ConfigError("--producer-option", "command line or kafka_options", str(exc)) from exc
     try:
-        metadata = admin.list_topics(timeout=timeout)
+        found = find_topic(admin, topic, timeout=timeout)
     except KafkaException as exc:
         raise ServiceError(f"cannot list topics on Kafka brokers {brokers}: {exc}") from exc
-    found = metadata.topics.get(topic)
     if found is None:
         raise ServiceError(f"topic {topic!r} does not exist on Kafka brokers {brokers} "
                            "(replay never creates topics: create it first)")

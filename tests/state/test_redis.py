@@ -10,6 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from segstream.operators.events import Change
+from segstream.operators.user import UserUpdate
 from segstream.services import RedisServer
 from segstream.state.redis import RedisLayout, RedisStore
 
@@ -28,9 +29,9 @@ def enter(version: int, phase: str, previous: str | None) -> Change:
                   None if previous is None else f"journey:{previous}", 0.0, version, f"m{version}")
 
 
-def update(version: int, events: int, changes: list[Change], journey: str = "x"):
-    return ("u1", version, events, {"version": str(version), "events_total": str(events),
-                                    "journey": journey}, changes)
+def update(version: int, events: int, changes: list[Change], journey: str = "x") -> UserUpdate:
+    return UserUpdate("u1", version, events, {"version": str(version), "events_total": str(events),
+                                              "journey": journey}, tuple(changes))
 
 
 def test_key_layout(store: RedisStore, redis_server: RedisServer, redis_prefix: str) -> None:
