@@ -165,3 +165,19 @@ def test_same_log_gives_same_changes() -> None:
     second, _ = run_flow(messages(lines))
     assert changes_of(first) == changes_of(second)
     assert [(m.topic, m.key) for m in first] == [(m.topic, m.key) for m in second]
+
+
+def test_consumer_errors_are_dead_lettered() -> None:
+    """A consumer error in the source stream becomes a source_error dead letter, not a crash."""
+    from bytewax.connectors.kafka import KafkaError  # noqa: PLC0415
+    from confluent_kafka import KafkaError as ConfluentError  # noqa: PLC0415
+
+    broken = KafkaSourceMessage(key=b"k", value=b"partial", topic="clickstream", partition=3, offset=9)
+    items = [*messages([JOURNEY[0]]), KafkaError(ConfluentError(ConfluentError._MSG_TIMED_OUT), broken)]
+    out, updates = run_flow(items)
+    dead = [m for m in out if m.topic == CONFIG.dlq_topic]
+    assert [(m.key, m.value) for m in dead] == [(b"k", b"partial")]
+    headers = dict(dead[0].headers)
+    assert headers["segstream.reason"] == b"source_error"
+    assert headers["segstream.source"] == b"clickstream/3/9"
+    assert [u.user_id for u in updates] == ["u1"]

@@ -53,6 +53,10 @@ def test_metrics_health_and_sigterm(kafka_broker: TansuBroker, redis_server: Red
         assert samples["segstream_events_total"] == 3
         assert samples["segstream_dead_letters_total{reason=not_json}"] == 1
         assert samples["segstream_changes_total{kind=journey}"] == 4  # u1: 3, u2: 1
+        assert 0 <= samples["segstream_consumer_lag_seconds"] < 600  # produced moments ago
+        assert samples["segstream_event_time_lag_seconds"] > 0  # events are from 2024
+        assert samples["segstream_sink_batch_seconds_count{sink=kafka}"] >= 1
+        assert samples["segstream_sink_batch_seconds_count{sink=redis}"] >= 1
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as resp:
             health = orjson.loads(resp.read())
         assert health["status"] == "ok" and health["last_batch_age_s"] is not None
