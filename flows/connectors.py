@@ -131,17 +131,25 @@ class KafkaOutSink(DynamicSink[OutMessage]):
 
 
 def merge_updates(updates: Sequence[UserUpdate]) -> list[UserUpdate]:
-    """Fold several updates of one user in a batch into one (changes kept in order)."""
-    by_user: dict[str, UserUpdate] = {}
+    """Fold several updates of one user in a batch into one (changes kept in order).
+
+    An eviction is never folded: what came before it, the eviction itself and
+    what came after stay separate updates, in order.
+    """
+    out: list[UserUpdate] = []
+    last: dict[str, int] = {}
     for update in updates:
-        earlier = by_user.get(update.user_id)
-        if earlier is not None:
+        index = last.get(update.user_id)
+        if index is not None and not update.evicted and not out[index].evicted:
             update = UserUpdate(
                 update.user_id, update.version, update.events_total, update.profile,
-                earlier.changes + update.changes,
+                out[index].changes + update.changes,
             )
-        by_user[update.user_id] = update
-    return list(by_user.values())
+            out[index] = update
+        else:
+            last[update.user_id] = len(out)
+            out.append(update)
+    return out
 
 
 class _RedisPartition(StatelessSinkPartition[UserUpdate]):

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Iterable
 from dataclasses import dataclass
 
 import bytewax.operators as op
@@ -22,10 +21,14 @@ from bytewax.inputs import Source
 from bytewax.operators import StatefulBatchLogic
 from bytewax.outputs import Sink
 from segstream.flows.connectors import KafkaOutSink, OutMessage, RedisSink, kafka_source
+from segstream.flows.timers import ClockSource, TimerWheels
 from segstream.operators.changes import change_key, change_value, dead_letter_headers
-from segstream.operators.events import Event, Reason, Rejected
+from segstream.operators.event_time import PartitionWatermark, Stamped, Tick, TimerWheel
+from segstream.operators.events import Event, Reason, Rejected, iso_utc
+from segstream.operators.features import FeatureConfig
 from segstream.operators.parse import EventParser
 from segstream.operators.user import UserConfig, UserLogic, UserUpdate
+from segstream.operators.windows import WindowLayout
 
 from segstream.config import Config, SegmentsConfig, load_config, load_segments
 from segstream.metrics import (
@@ -34,7 +37,10 @@ from segstream.metrics import (
     DEAD_LETTERS,
     EVENT_TIME_LAG_SECONDS,
     EVENTS_IN,
+    EVICTIONS,
     LAST_BATCH_UNIXTIME,
+    LATE_EVENTS,
+    USERS_IN_STATE,
 )
 
 SourceItem = KafkaSourceMessage[bytes | None, bytes | None] | KafkaError[bytes | None, bytes | None]
@@ -48,16 +54,28 @@ class Sinks:
     redis: Sink[UserUpdate]
 
 
-def parse_batch(parser: EventParser, items: list[SourceItem]) -> list[Event | Rejected]:
-    """Parse a batch of source messages; consumer errors become ``source_error`` rejects.
+def partition_of(item: SourceItem) -> str:
+    """Return the ``topic:partition`` an input came from (the key of the ``parse`` step)."""
+    msg = item.msg if isinstance(item, KafkaError) else item
+    return f"{msg.topic}:{msg.partition}"
 
-    Metrics are counted in the same pass and recorded once per batch.
+
+def parse_batch(
+    parser: EventParser, items: list[SourceItem], clock: PartitionWatermark,
+    *, late_events: str = "apply",
+) -> list[Stamped | Rejected]:
+    """Parse a batch of one partition's messages, in order, and stamp their watermark.
+
+    Consumer errors become ``source_error`` rejects; late events are
+    dead-lettered (``late``) or passed on, by ``late_events``. Metrics are
+    counted in the same pass and recorded once per batch.
     """
-    out: list[Event | Rejected] = []
+    out: list[Stamped | Rejected] = []
     parse = parser.parse
+    observe = clock.observe
     newest_append_ms = 0
     newest_event = 0.0
-    valid = 0
+    valid = late = 0
     rejected: Counter[str] = Counter()
     for item in items:
         if isinstance(item, KafkaError):
@@ -66,21 +84,35 @@ def parse_batch(parser: EventParser, items: list[SourceItem]) -> list[Event | Re
                 Reason.SOURCE_ERROR, str(item.err), msg.value, msg.key,
                 msg.topic, msg.partition, msg.offset,
             )
+            source = f"{msg.topic}:{msg.partition}"
         else:
             result = parse(item.value, key=item.key, topic=item.topic,
                            partition=item.partition, offset=item.offset)
+            source = f"{item.topic}:{item.partition}"
             if item.timestamp is not None and item.timestamp[1] > newest_append_ms:
                 newest_append_ms = item.timestamp[1]
         if isinstance(result, Event):
+            ts = result.timestamp
+            watermark = observe(ts)
+            if ts > newest_event:
+                newest_event = ts
+            if ts < watermark:
+                late += 1
+                if late_events == "dead_letter":
+                    result = late_reject(result, watermark, clock.lateness_s, item)
+                    rejected[result.reason.value] += 1
+                    out.append(result)
+                    continue
             valid += 1
-            if result.timestamp > newest_event:
-                newest_event = result.timestamp
+            out.append(Stamped(result, watermark, source))
         else:
             rejected[result.reason.value] += 1
-        out.append(result)
+            out.append(result)
 
     now = time.time()
     EVENTS_IN.inc(valid)
+    if late:
+        LATE_EVENTS.labels(late_events).inc(late)
     for reason, count in rejected.items():
         DEAD_LETTERS.labels(reason).inc(count)
     LAST_BATCH_UNIXTIME.set(now)
@@ -89,6 +121,19 @@ def parse_batch(parser: EventParser, items: list[SourceItem]) -> list[Event | Re
     if newest_event:
         EVENT_TIME_LAG_SECONDS.set(now - newest_event)
     return out
+
+
+def late_reject(
+    event: Event, watermark: float, lateness_s: float, item: SourceItem
+) -> Rejected:
+    """Build the dead letter of a late event: its original bytes, and by how much it was late."""
+    msg = item.msg if isinstance(item, KafkaError) else item
+    detail = (
+        f"timestamp {iso_utc(event.timestamp)} is {watermark - event.timestamp:.3f} s older "
+        f"than the watermark {iso_utc(watermark)} of {msg.topic}:{msg.partition} "
+        f"(allowed lateness {lateness_s:g} s)"
+    )
+    return Rejected(Reason.LATE, detail, msg.value, msg.key, msg.topic, msg.partition, msg.offset)
 
 
 def dead_letter(dlq_topic: str, rejected: Rejected) -> OutMessage:
@@ -111,22 +156,100 @@ def change_messages(output_topic: str, updates: list[UserUpdate]) -> list[OutMes
     return out
 
 
-class _UserStep(StatefulBatchLogic[Event, UserUpdate, bytes]):
-    """Bytewax shim around :class:`UserLogic`: one update per key per batch."""
+class _ParseStep(StatefulBatchLogic[SourceItem, "Stamped | Rejected", float]):
+    """Bytewax shim: parse one partition's messages in order, keeping its watermark.
 
-    __slots__ = ("logic",)
+    The state is the partition's newest event time, snapshotted with the source
+    offsets, so a resumed worker judges lateness exactly as before the crash.
+    """
 
-    def __init__(self, logic: UserLogic) -> None:
+    __slots__ = ("parser", "clock", "late_events")
+
+    def __init__(self, parser: EventParser, clock: PartitionWatermark, late_events: str) -> None:
+        self.parser = parser
+        self.clock = clock
+        self.late_events = late_events
+
+    def on_batch(self, values: list[SourceItem]) -> tuple[list[Stamped | Rejected], bool]:
+        out = parse_batch(self.parser, values, self.clock, late_events=self.late_events)
+        return out, StatefulBatchLogic.RETAIN
+
+    def snapshot(self) -> float:
+        return self.clock.newest
+
+
+class _UserStep(StatefulBatchLogic["Stamped | Tick", UserUpdate, bytes]):
+    """Bytewax shim around :class:`UserLogic`; keeps the worker's timer wheel up to date."""
+
+    __slots__ = ("logic", "wheel", "lateness_s")
+
+    def __init__(self, logic: UserLogic, wheel: TimerWheel, lateness_s: float) -> None:
         self.logic = logic
+        self.wheel = wheel
+        self.lateness_s = lateness_s
+        USERS_IN_STATE.inc()
+        self._schedule()
 
-    def on_batch(self, values: list[Event]) -> tuple[Iterable[UserUpdate], bool]:
-        update = self.logic.on_batch(values)
-        return ([] if update is None else [update]), StatefulBatchLogic.RETAIN
+    def on_batch(self, values: list[Stamped | Tick]) -> tuple[list[UserUpdate], bool]:
+        observe, lateness = self.wheel.observe, self.lateness_s
+        for item in values:
+            if isinstance(item, Stamped):
+                # The partition's watermark after this event.
+                observe(item.clock, max(item.watermark, item.event.timestamp - lateness))
+        return self._done(self.logic.on_items(values))
+
+    def on_eof(self) -> tuple[list[UserUpdate], bool]:
+        # End of a bounded input: settle to the latest watermark of the user's
+        # partition, so the timers a tailing run would fire fire here too.
+        timer = self.logic.timer
+        if timer is None:
+            return [], StatefulBatchLogic.RETAIN
+        watermark = self.wheel.watermarks.get(timer[1])
+        if watermark is None or watermark <= timer[0]:
+            return [], StatefulBatchLogic.RETAIN
+        return self._done(self.logic.on_watermark(watermark))
 
     def snapshot(self) -> bytes:
         snap = self.logic.snapshot()
-        assert snap is not None, "a user's logic is snapshotted only after an event"
+        assert snap is not None, "an evicted user's logic is discarded, never snapshotted"
         return snap
+
+    def _done(self, updates: list[UserUpdate]) -> tuple[list[UserUpdate], bool]:
+        for update in updates:
+            if update.evicted:
+                EVICTIONS.inc()
+        self._schedule()
+        if self.logic.data is None:
+            USERS_IN_STATE.dec()
+            return updates, StatefulBatchLogic.DISCARD
+        return updates, StatefulBatchLogic.RETAIN
+
+    def _schedule(self) -> None:
+        logic = self.logic
+        if logic.key is None:
+            return
+        timer = logic.timer
+        if timer is None or logic.data is None:
+            self.wheel.schedule(logic.key, "", None)
+        else:
+            self.wheel.schedule(logic.key, timer[1], timer[0])
+
+
+def user_config(config: Config, segments: SegmentsConfig) -> UserConfig:
+    """Build the user step's settings from the worker config and the segments file."""
+    return UserConfig(
+        features=FeatureConfig(
+            session_gap_s=config.session_gap_s,
+            windows=WindowLayout.build(config.window_horizons),
+            engagement_half_life_s=config.engagement_half_life_s,
+            required_attributes=config.required_attributes,
+            max_traits=config.max_traits,
+            cart=segments.cart_abandoner,
+            journey=segments.journey,
+        ),
+        state_ttl_s=config.state_ttl_s,
+        max_pending_events=config.max_pending_events,
+    )
 
 
 def build_flow(
@@ -136,6 +259,7 @@ def build_flow(
     source: Source[SourceItem] | None = None,
     sinks: Sinks | None = None,
     tail: bool = True,
+    clock_interval_s: float | None = None,
 ) -> Dataflow:
     """Assemble the segmentation dataflow.
 
@@ -145,28 +269,48 @@ def build_flow(
         source: input of ``KafkaSourceMessage`` / ``KafkaError``; default: the clickstream topics.
         sinks: outputs; default: Kafka (changes + dead letters) and Redis.
         tail: with the default source, ``False`` stops at the current end of the topics.
+        clock_interval_s: how often due timers are checked; default ``config.timer_tick_s``
+            when tailing the default source, else no clock (a bounded run fires
+            what is due at the end of its input, see ``docs/features.md``).
 
     """
     config = load_config() if config is None else config
     segments = load_segments(config.segments_file) if segments is None else segments
     parser = EventParser(taxonomy=config.taxonomy, max_event_bytes=config.max_event_bytes)
-    user_config = UserConfig(journey=segments.journey, session_gap_s=config.session_gap_s)
+    users = user_config(config, segments)
+    lateness, late_events = config.allowed_lateness_s, config.late_events
     if sinks is None:
         sinks = Sinks(kafka=KafkaOutSink(config), redis=RedisSink(config))
+    wheels = TimerWheels()
+    if clock_interval_s is None and source is None and tail:
+        clock_interval_s = config.timer_tick_s
+
+    def parse_step(resume: float | None) -> _ParseStep:
+        clock = PartitionWatermark(lateness)
+        if resume is not None:
+            clock.newest = resume
+        return _ParseStep(parser, clock, late_events)
+
+    def user_step(resume: bytes | None) -> _UserStep:
+        return _UserStep(UserLogic.build(users, resume), wheels.mine(), lateness)
 
     flow = Dataflow("segstream")
     raw = op.input("clickstream", flow, source or kafka_source(config, tail=tail))
     # KafkaSourceMessage | KafkaError
-    parsed = op.flat_map_batch("parse", raw, lambda batch: parse_batch(parser, batch))
-    # Event | Rejected
-    valid = op.branch("validate", parsed, lambda item: isinstance(item, Event))
+    by_partition = op.key_on("key_by_partition", raw, partition_of)
+    parsed = op.key_rm("unkey_partition", op.stateful_batch("parse", by_partition, parse_step))
+    # Stamped | Rejected
+    valid = op.branch("validate", parsed, lambda item: isinstance(item, Stamped))
     dead_letters = op.map("dead_letter", valid.falses, lambda r: dead_letter(config.dlq_topic, r))
     # OutMessage (dead-letter topic)
-    by_user = op.key_on("key_by_user", valid.trues, lambda event: event.key)
-    # (user_id, Event)
-    updates = op.stateful_batch(
-        "user_state", by_user, lambda resume: _UserStep(UserLogic.build(user_config, resume))
-    )
+    to_users = op.key_on("key_by_user", valid.trues, lambda stamped: stamped.event.key)
+    # (user_id, Stamped)
+    if clock_interval_s:
+        polls = op.input("clock", flow, ClockSource(clock_interval_s))
+        ticks = op.flat_map_batch("due_timers", polls, wheels.due_ticks)
+        # (user_id, Tick)
+        to_users = op.merge("events_and_ticks", to_users, ticks)
+    updates = op.stateful_batch("user_state", to_users, user_step)
     # (user_id, UserUpdate)
     updates = op.key_rm("unkey", updates)
     # UserUpdate

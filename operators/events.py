@@ -38,6 +38,8 @@ class Reason(StrEnum):
     """A known field has the wrong JSON type (e.g. ``properties`` is a list)."""
     SOURCE_ERROR = "source_error"
     """The Kafka consumer reported an error for this message."""
+    LATE = "late"
+    """Older than its partition's watermark (with ``late_events = "dead_letter"``)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,42 +1,69 @@
-"""The per-user step: apply events to a user's profile and detect membership changes.
+"""The per-user step: event time, timers, eviction and the changes they cause.
 
-Keyed by user in the flow. Input is the batch of a user's :class:`Event` s that
-arrived together; output is one :class:`UserUpdate` (the profile to write to
-Redis and the :class:`Change` s to publish), or nothing if the batch changed
-nothing. Hooks mirror Bytewax's stateful logic, so the glue in ``flows/`` is
-one line: ``on_batch(events)``, ``snapshot()``.
+Keyed by user in the flow. Input is the batch of :class:`Stamped` events and
+:class:`Tick` s that arrived for one user; output is :class:`UserUpdate` s (the
+Redis profile and the :class:`Change` s to publish), usually one per batch,
+two when the user was evicted and came back within it. The Bytewax glue in
+``flows/`` is one line per hook.
 
-Event time: ``first_seen``/``last_seen`` are the min/max event time, so they do
-not depend on arrival order. A session starts when an event is more than the
-session gap after the latest event seen so far; an event older than that
-latest event joins the current session (the windowed-state work replaces this
-with an exact, lateness-bounded order).
+How event time is kept exact (``docs/features.md``):
+
+1. every item first *advances* the user to its watermark: pending events below
+   it move into the settled profile in timeline order, and timers whose
+   deadline it passed fire between them, in order;
+2. an event then joins the pending events in timeline order, and the *view*
+   (settled profile plus pending events) is what gets published. An in-order
+   event is applied to the view directly; an out-of-order one rebuilds it.
+
+Changes are the difference between what was last published and the view,
+after each event and after each timer. Because a tick only carries a
+watermark the user's next event would have brought anyway, a replay at any
+speed, with or without ticks, publishes the same changes with the same versions.
+
+At rest a user is its snapshot bytes (about a few hundred bytes), decoded for
+the length of a batch: that is what keeps a million idle users small.
 
 >>> from segstream.operators.parse import EventParser
 >>> logic = UserLogic.build(UserConfig(), None)
 >>> raw = b'{"event":"Product Viewed","userId":"u1","timestamp":"2024-05-01T10:00:00Z"}'
->>> update = logic.on_batch([EventParser().parse(raw)])
->>> [(c.segment, c.previous, c.version) for c in update.changes]
-[('journey:awareness', None, 1), ('journey:consideration', 'journey:awareness', 2)]
+>>> [update] = logic.on_items([Stamped(EventParser().parse(raw), float("-inf"), "clicks:0")])
+>>> for c in update.changes:
+...     print(c.segment, c.previous, c.version - update.changes[0].version)
+journey:awareness None 0
+journey:consideration journey:awareness 1
+needs_enrichment None 2
 >>> update.profile["events_total"], update.profile["journey"]
 ('1', 'consideration')
 """
 
 from __future__ import annotations
 
+from bisect import insort
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import orjson
-from segstream.operators.events import Change, Event, iso_utc
-from segstream.operators.journey import DEFAULT_JOURNEY, JourneyConfig
-from segstream.state.profile import UserState
+from segstream.operators.event_time import Stamped, Tick
+from segstream.operators.events import Change, iso_utc
+from segstream.operators.features import (
+    FeatureConfig,
+    apply_fact,
+    apply_late,
+    fact_of,
+    features,
+    fire_cart_timer,
+    rule_segments,
+)
+from segstream.state.profile import NO_WATERMARK, Fact, Profile, UserState
 
 JOURNEY = "journey"
-# Rule segments arrive with the rules issue; until then every profile has none.
-_NO_RULE_SEGMENTS = orjson.dumps([]).decode()
+RULE = "rule"
 ENTER = "enter"
 EXIT = "exit"
+CART_TIMER = "cart_abandoner"
+EVICT_TIMER = "evict"
+VERSIONS_PER_SECOND = 1_000_000
+"""A new user's first version is its creation time in microseconds (see ``_new_state``)."""
 
 
 def journey_segment(phase: str) -> str:
@@ -53,13 +80,15 @@ class UserConfig:
     """Settings of the per-user step.
 
     Attributes:
-        journey: the journey state machine.
-        session_gap_s: inactivity (event time) that starts a new session.
+        features: the timeline step's settings (sessions, windows, journey...).
+        state_ttl_s: event-time idleness after which a user is evicted.
+        max_pending_events: pending events kept per user; beyond, the oldest settle early.
 
     """
 
-    journey: JourneyConfig = field(default_factory=lambda: JourneyConfig.from_dict(DEFAULT_JOURNEY))
-    session_gap_s: float = 1800.0
+    features: FeatureConfig = field(default_factory=FeatureConfig)
+    state_ttl_s: float = 90 * 86400.0
+    max_pending_events: int = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,8 +99,9 @@ class UserUpdate:
         user_id: the user.
         version: the user's version after the batch (Redis never moves it back).
         events_total: events applied so far; orders updates of the same version.
-        profile: Redis hash fields (strings), headline features included.
+        profile: Redis hash fields (strings), headline features included; empty if evicted.
         changes: membership changes, in version order.
+        evicted: the user was evicted: Redis drops their hash and memberships.
 
     """
 
@@ -80,109 +110,338 @@ class UserUpdate:
     events_total: int
     profile: dict[str, str]
     changes: tuple[Change, ...]
+    evicted: bool = False
 
 
 class UserLogic:
-    """Stateful logic of one user; holds a :class:`UserState` once the first event came."""
+    """Stateful logic of one user key; holds its state as snapshot bytes between batches."""
 
-    __slots__ = ("config", "state")
+    __slots__ = ("config", "data", "key", "timer")
 
-    def __init__(self, config: UserConfig, state: UserState | None) -> None:
+    def __init__(self, config: UserConfig, data: bytes | None) -> None:
         self.config = config
-        self.state = state
+        self.data = data
+        self.key: str | None = None
+        """The user key, known once a snapshot or an event came."""
+        self.timer: tuple[float, str] | None = None
+        """Earliest deadline and the partition whose watermark fires it."""
 
     @classmethod
     def build(cls, config: UserConfig, resume: bytes | None) -> UserLogic:
         """Create the logic of one user key, from a snapshot when resuming."""
-        return cls(config, None if resume is None else UserState.from_bytes(resume))
+        logic = cls(config, resume)
+        if resume is not None:
+            state = UserState.from_bytes(resume)
+            logic.key = state.user_id
+            logic.timer = _next_timer(state, config)
+        return logic
 
-    def on_event(self, event: Event) -> list[Change]:
-        """Apply one event and return the changes it caused."""
-        state = self.state
-        if state is None:
-            state = self.state = UserState(event.key)
-        ts = event.timestamp
-        if state.last_seen is None or ts - state.last_seen > self.config.session_gap_s:
-            state.sessions_total += 1
-        state.events_total += 1
-        if event.role == "purchase":
-            state.purchases_total += 1
-            state.revenue_total += event.revenue
-        if state.first_seen is None or ts < state.first_seen:
-            state.first_seen = ts
-        if state.last_seen is None or ts > state.last_seen:
-            state.last_seen = ts
+    def on_items(self, items: Iterable[Stamped | Tick]) -> list[UserUpdate]:
+        """Apply a batch of one user's events and ticks, in arrival order."""
+        run = _Run(self.config, None if self.data is None else UserState.from_bytes(self.data))
+        for item in items:
+            if isinstance(item, Tick):
+                run.advance(item.watermark)
+            else:
+                run.event(item)
+                self.key = item.event.key
+        return self._finish(run)
 
-        changes: list[Change] = []
-        journey = self.config.journey
-        if state.journey is None:
-            changes.append(self._enter(journey.initial, None, ts, event.message_id, "start"))
-        phase = state.journey
-        assert phase is not None  # set by _enter above
-        transition = journey.step(phase, event.role, state.features())
-        if transition is not None:
-            changes.append(
-                self._enter(transition.target, phase, ts, event.message_id, transition.name)
-            )
-        return changes
-
-    def on_batch(self, events: Iterable[Event]) -> UserUpdate | None:
-        """Apply a batch of one user's events; return the update, or None if empty."""
-        changes: list[Change] = []
-        applied = False
-        for event in events:
-            changes.extend(self.on_event(event))
-            applied = True
-        state = self.state
-        if not applied or state is None:
-            return None
-        return UserUpdate(
-            user_id=state.user_id,
-            version=state.version,
-            events_total=state.events_total,
-            profile=profile_fields(state),
-            changes=tuple(changes),
-        )
+    def on_watermark(self, watermark: float) -> list[UserUpdate]:
+        """Advance to ``watermark`` (end of a bounded input), firing what is due."""
+        if self.data is None:
+            return []
+        run = _Run(self.config, UserState.from_bytes(self.data))
+        run.advance(watermark)
+        return self._finish(run)
 
     def snapshot(self) -> bytes | None:
-        """Return an immutable copy of the state for Bytewax recovery."""
-        return None if self.state is None else self.state.to_bytes()
+        """Return the state for Bytewax recovery (``None`` once evicted)."""
+        return self.data
 
-    def _enter(
-        self, phase: str, previous: str | None, ts: float, cause: str, rule: str
-    ) -> Change:
-        state = self.state
-        assert state is not None  # on_event creates it first
-        state.version += 1
-        state.journey = phase
-        return Change(
-            user_id=state.user_id,
-            kind=JOURNEY,
-            segment=journey_segment(phase),
-            change=ENTER,
-            previous=None if previous is None else journey_segment(previous),
-            event_time=ts,
-            version=state.version,
-            cause=cause,
-            rule=rule,
-        )
+    def _finish(self, run: _Run) -> list[UserUpdate]:
+        run.close()
+        if run.touched:
+            self.data = None if run.state is None else run.state.to_bytes()
+            self.timer = (
+                None if run.state is None else _next_timer(run.state, self.config, run.view)
+            )
+        return run.updates
 
 
-def profile_fields(state: UserState) -> dict[str, str]:
-    """Return the Redis profile hash fields of a state (``updated_at`` is the sink's).
+def _next_timer(state: UserState, config: UserConfig, view: Profile | None = None
+                ) -> tuple[float, str] | None:
+    """When to wake the user: the earliest deadline of the settled profile or the view.
 
-    >>> fields = profile_fields(UserState("u1", events_total=2, first_seen=0.0, last_seen=60.0))
-    >>> fields["events_total"], fields["last_seen"], fields["segments"]
-    ('2', '1970-01-01T00:01:00.000Z', '[]')
+    Settling pending events may cancel or move a deadline, so the earlier of
+    the two never misses a timer (at worst it wakes the user once for nothing).
     """
-    return {
-        "journey": state.journey or "",
-        "segments": _NO_RULE_SEGMENTS,
+    if view is None and state.pending:
+        view = state.settled.copy()
+        for fact in state.pending:
+            apply_fact(view, fact, config.features)
+    candidates = [due for due in (_due(state.settled, config),
+                                  None if view is None else _due(view, config)) if due]
+    return (min(candidates)[0], state.clock) if candidates else None
+
+
+def _due(profile: Profile, config: UserConfig) -> tuple[float, str] | None:
+    """Return the profile's earliest timer as ``(deadline, timer name)``."""
+    active = profile.last_seen if profile.last_seen is not None else profile.first_seen
+    if active is None:
+        return None
+    evict = (active + config.state_ttl_s, EVICT_TIMER)
+    if profile.cart_deadline is not None and profile.cart_deadline < evict[0]:
+        return (profile.cart_deadline, CART_TIMER)
+    return evict
+
+
+class _Run:
+    """One batch of one user: the decoded state, the current view, and the output."""
+
+    __slots__ = ("config", "state", "view", "changes", "updates", "touched", "applied", "retired")
+
+    def __init__(self, config: UserConfig, state: UserState | None) -> None:
+        self.config = config
+        self.state = state
+        self.view: Profile | None = None
+        self.changes: list[Change] = []
+        self.updates: list[UserUpdate] = []
+        self.touched = False  # the state changed: encode it again
+        self.applied = False  # an event was applied: publish the profile
+        self.retired = 0  # last version of a life evicted in this batch
+
+    # --- the two inputs ---------------------------------------------------------
+
+    def event(self, item: Stamped) -> None:
+        event = item.event
+        fcfg = self.config.features
+        fact = fact_of(event, fcfg)
+        if self.state is None:
+            self.state = _new_state(event.key, max(fact.ts, item.watermark), self.retired)
+        self.advance(item.watermark)
+        if self.state is None:  # the watermark evicted the user: this event starts anew
+            self.state = _new_state(event.key, max(fact.ts, item.watermark), self.retired)
+            self.state.watermark = item.watermark
+        state = self.state
+        state.clock = item.clock
+        self.touched = self.applied = True
+        if fact.ts < state.watermark:
+            # Late: its partition judged it on time, but this user saw a higher
+            # watermark (events from another partition): aggregates only.
+            apply_late(state.settled, fact, fcfg)
+            self._rebuild_view()
+            self._publish(event.message_id, fact.ts)
+            return
+        pending = state.pending
+        if not pending or _order(pending[-1]) <= _order(fact):
+            if self.view is None:
+                self._rebuild_view(copy=True)
+            view = self.view
+            assert view is not None
+            pending.append(fact)
+            before = view.journey
+            steps = apply_fact(view, fact, fcfg)
+            self._publish(event.message_id, fact.ts, steps, before)
+        else:
+            insort(pending, fact, key=_order)
+            self._rebuild_view()
+            self._publish(event.message_id, fact.ts)
+        if len(pending) > self.config.max_pending_events:
+            self._settle_one()
+
+    def advance(self, watermark: float) -> None:
+        """Move the user's watermark up: settle events and fire timers below it."""
+        state = self.state
+        if state is None or watermark <= state.watermark:
+            return
+        state.watermark = watermark
+        self.touched = True
+        while True:
+            state = self.state
+            if state is None:
+                return
+            due = _due(state.settled, self.config)
+            pending = state.pending
+            if pending and pending[0].ts < watermark and (due is None or pending[0].ts <= due[0]):
+                self._settle_one()
+            elif due is not None and due[0] < watermark:
+                self._fire(*due)
+            else:
+                return
+
+    # --- settling and timers ---------------------------------------------------------
+
+    def _settle_one(self) -> None:
+        state = self.state
+        assert state is not None
+        fact = state.pending.pop(0)
+        apply_fact(state.settled, fact, self.config.features)
+        if not state.pending:
+            self.view = None  # the view is the settled profile again
+
+    def _fire(self, deadline: float, timer: str) -> None:
+        state = self.state
+        assert state is not None
+        if timer == CART_TIMER:
+            fire_cart_timer(state.settled)
+            self._rebuild_view()
+            self._publish(f"timer:{timer}", deadline)
+        else:
+            self._evict(deadline)
+
+    def _evict(self, deadline: float) -> None:
+        state = self.state
+        assert state is not None
+        cause = f"timer:{EVICT_TIMER}"
+        if state.published_journey is not None:
+            self._change(JOURNEY, journey_segment(state.published_journey), EXIT, None,
+                         deadline, cause, EVICT_TIMER)
+        for segment in state.published_segments:
+            self._change(RULE, segment, EXIT, None, deadline, cause, EVICT_TIMER)
+        self.updates.append(UserUpdate(
+            state.user_id, state.version, self._current().events_total, {},
+            tuple(self.changes), evicted=True,
+        ))
+        self.changes = []
+        self.retired = state.version
+        rest = state.pending
+        if rest:
+            # Events after the deadline start the user's next life, versions continuing.
+            fresh = _new_state(state.user_id, deadline, state.version)
+            fresh.watermark, fresh.clock, fresh.pending = state.watermark, state.clock, rest
+            self.state = fresh
+            self._rebuild_view()
+            self._publish(rest[-1].message_id, rest[-1].ts)
+        else:
+            self.state = None
+            self.view = None
+
+    # --- publication -------------------------------------------------------------------
+
+    def _current(self) -> Profile:
+        state = self.state
+        assert state is not None
+        return state.settled if self.view is None else self.view
+
+    def _rebuild_view(self, *, copy: bool = False) -> None:
+        """Recompute the view from the settled profile and pending events.
+
+        Without pending events the view is the settled profile itself, unless
+        ``copy`` asks for a separate one (an event is about to be applied to it).
+        """
+        state = self.state
+        assert state is not None
+        if not state.pending and not copy:
+            self.view = None
+            return
+        view = state.settled.copy()
+        for fact in state.pending:
+            apply_fact(view, fact, self.config.features)
+        self.view = view
+
+    def _publish(
+        self, cause: str, event_time: float,
+        steps: list[tuple[str, str]] | None = None, before: str | None = None,
+    ) -> None:
+        """Publish the difference between the published membership and the view."""
+        state = self.state
+        assert state is not None
+        if self.view is None and state.pending:
+            self._rebuild_view()
+        view = self._current()
+        if steps and before == state.published_journey:
+            previous = before
+            for phase, rule in steps:
+                self._change(JOURNEY, journey_segment(phase), ENTER,
+                             None if previous is None else journey_segment(previous),
+                             event_time, cause, rule)
+                previous = phase
+            state.published_journey = view.journey
+        elif view.journey != state.published_journey and view.journey is not None:
+            previous = state.published_journey
+            self._change(JOURNEY, journey_segment(view.journey), ENTER,
+                         None if previous is None else journey_segment(previous),
+                         event_time, cause, view.journey_rule)
+            state.published_journey = view.journey
+        segments = rule_segments(view, self.config.features)
+        if segments != state.published_segments:
+            old = set(state.published_segments)
+            new = set(segments)
+            for segment in sorted(new - old):
+                self._change(RULE, segment, ENTER, None, event_time, cause, segment)
+            for segment in sorted(old - new):
+                self._change(RULE, segment, EXIT, None, event_time, cause, segment)
+            state.published_segments = segments
+
+    def _change(
+        self, kind: str, segment: str, change: str, previous: str | None,
+        event_time: float, cause: str, rule: str | None,
+    ) -> None:
+        state = self.state
+        assert state is not None
+        state.version += 1
+        self.changes.append(Change(
+            user_id=state.user_id, kind=kind, segment=segment, change=change,
+            previous=previous, event_time=event_time, version=state.version,
+            cause=cause, rule=rule,
+        ))
+
+    def close(self) -> None:
+        """Emit the update of the user's current life, if anything happened to it."""
+        state = self.state
+        if state is None or not (self.applied or self.changes):
+            return
+        view = self._current()
+        self.updates.append(UserUpdate(
+            state.user_id, state.version, view.events_total,
+            profile_fields(view, state, self.config.features), tuple(self.changes),
+        ))
+        self.changes = []
+
+
+def _order(fact: Fact) -> tuple[float, str]:
+    return (fact.ts, fact.message_id)
+
+
+def _new_state(user_id: str, created: float, version: int) -> UserState:
+    """Create a state whose versions start above any version of an earlier life.
+
+    An evicted user's state is gone, so the next life cannot continue its
+    count; it starts at its creation time in microseconds instead, which is
+    above every version of the previous life (that one had fewer changes than
+    microseconds of idleness before its eviction).
+    """
+    base = max(version, int(created * VERSIONS_PER_SECOND)) if created != NO_WATERMARK else version
+    return UserState(user_id, version=base)
+
+
+def profile_fields(view: Profile, state: UserState, config: FeatureConfig) -> dict[str, str]:
+    """Return the Redis profile hash fields of a user (``updated_at`` is the sink's).
+
+    >>> fields = profile_fields(Profile(events_total=2, first_seen=0.0, last_seen=60.0),
+    ...                         UserState("u1"), FeatureConfig())
+    >>> fields["events_total"], fields["last_seen"], fields["segments"], fields["traits"]
+    ('2', '1970-01-01T00:01:00.000Z', '[]', '{}')
+    """
+    values = features(view, config)
+    out = {
+        "journey": state.published_journey or "",
+        "segments": orjson.dumps(state.published_segments).decode(),
         "version": str(state.version),
-        "events_total": str(state.events_total),
-        "sessions_total": str(state.sessions_total),
-        "purchases_total": str(state.purchases_total),
-        "revenue_total": repr(round(state.revenue_total, 6)),
-        "first_seen": "" if state.first_seen is None else iso_utc(state.first_seen),
-        "last_seen": "" if state.last_seen is None else iso_utc(state.last_seen),
     }
+    for name, value in values.items():
+        if value is None:
+            out[name] = ""
+        elif name in _ISO_FIELDS:
+            out[name] = iso_utc(value)
+        elif name == "traits":
+            out[name] = orjson.dumps(value).decode()
+        elif isinstance(value, float):
+            out[name] = repr(value)
+        else:
+            out[name] = str(value)
+    return out
+
+
+_ISO_FIELDS = frozenset({"first_seen", "last_seen", "last_purchase"})

@@ -38,10 +38,14 @@ from pathlib import Path
 from typing import Any
 
 from segstream.errors import ConfigError
+from segstream.operators.features import CartTrigger
 from segstream.operators.journey import JourneyConfig
 from segstream.operators.taxonomy import DEFAULT_TAXONOMY, ROLES, Taxonomy
+from segstream.operators.windows import WindowLayout, parse_duration
 
 ENV_PREFIX = "SEGSTREAM_"
+LATE_POLICIES = ("apply", "dead_letter")
+"""Values of ``late_events``."""
 # Variables that carry no setting of their own and so are not "unknown".
 _ENV_NOT_SETTINGS = frozenset({"SEGSTREAM_CONFIG"})
 # Kubernetes adds these for a Service named "segstream" to every pod of the
@@ -102,6 +106,47 @@ class Config:
     session_gap_s: float = field(
         default=1800.0,
         metadata=_doc("Inactivity gap (event time) that starts a new session."),
+    )
+    allowed_lateness_s: float = field(
+        default=30.0,
+        metadata=_doc(
+            "Event-time lateness tolerated per partition: out-of-order events within it give "
+            "exactly the result of sorted input."
+        ),
+    )
+    late_events: str = field(
+        default="apply",
+        metadata=_doc(
+            "Events later than allowed_lateness_s: 'apply' (to counters and day windows "
+            "only) or 'dead_letter' (reason 'late')."
+        ),
+    )
+    state_ttl_s: float = field(
+        default=90 * 86400.0,
+        metadata=_doc("Event-time idleness after which a user is evicted (state and Redis)."),
+    )
+    window_horizons: tuple[str, ...] = field(
+        default=("1h", "24h", "7d", "30d"),
+        metadata=_doc("Rolling-count horizons per role (durations like 1h, 7d)."),
+    )
+    engagement_half_life_s: float = field(
+        default=7 * 86400.0, metadata=_doc("Half-life of the decayed engagement score.")
+    )
+    required_attributes: tuple[str, ...] = field(
+        default=("email", "country"),
+        metadata=_doc(
+            "Profile attributes (traits, or device/country/channel) whose absence puts a "
+            "user in needs_enrichment."
+        ),
+    )
+    max_traits: int = field(default=32, metadata=_doc("Traits kept per user."))
+    max_pending_events: int = field(
+        default=64,
+        metadata=_doc("Events per user waiting for the watermark; beyond, the oldest settle early."),
+    )
+    timer_tick_s: float = field(
+        default=0.2,
+        metadata=_doc("How often each worker checks for due event-time timers while tailing."),
     )
     max_event_bytes: int = field(
         default=32768, metadata=_doc("Events larger than this are dead-lettered as oversized.")
@@ -305,6 +350,20 @@ def _check(config: Config, *, source: str) -> None:
         raise ConfigError("snapshot_interval_s", source, "must be > 0 seconds")
     if config.session_gap_s <= 0:
         raise ConfigError("session_gap_s", source, "must be > 0 seconds")
+    if config.late_events not in LATE_POLICIES:
+        raise ConfigError(
+            "late_events", source,
+            f"expected one of {', '.join(LATE_POLICIES)}, got {config.late_events!r}",
+        )
+    for name in ("state_ttl_s", "engagement_half_life_s", "timer_tick_s"):
+        if getattr(config, name) <= 0:
+            raise ConfigError(name, source, "must be > 0 seconds")
+    if config.max_pending_events < 1:
+        raise ConfigError("max_pending_events", source, "must be >= 1")
+    try:
+        WindowLayout.build(config.window_horizons)
+    except ValueError as exc:
+        raise ConfigError("window_horizons", source, str(exc)) from exc
     if config.source_batch_size < 1:
         raise ConfigError("source_batch_size", source, "must be >= 1")
     if config.workers_per_process < 1:
@@ -344,16 +403,18 @@ DEFAULT_SEGMENTS_FILE = Path(__file__).parent / "defaults" / "segments.toml"
 
 @dataclass(frozen=True, slots=True)
 class SegmentsConfig:
-    """The segments file, checked: the journey state machine (rule segments follow).
+    """The segments file, checked: the journey state machine and the triggers.
 
     Attributes:
         journey: the journey-phase state machine.
         source: the file it came from.
+        cart_abandoner: the cart-abandonment trigger (``[triggers.cart_abandoner]``).
 
     """
 
     journey: JourneyConfig
     source: str
+    cart_abandoner: CartTrigger = CartTrigger()
 
 
 def load_segments(path: str | os.PathLike[str] | None = None) -> SegmentsConfig:
@@ -374,10 +435,50 @@ def load_segments(path: str | os.PathLike[str] | None = None) -> SegmentsConfig:
         raise ConfigError("segments_file", source, "file not found") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError("segments_file", source, f"not valid TOML: {exc}") from exc
+    sections = ["journey", "triggers"]
     for key in document:
-        if key != "journey":
-            raise ConfigError(key, source, "unknown section" + _suggest(key, ["journey"]))
+        if key not in sections:
+            raise ConfigError(key, source, "unknown section" + _suggest(key, sections))
     if "journey" not in document:
         raise ConfigError("journey", source, "the segments file needs a [journey] table")
-    return SegmentsConfig(journey=JourneyConfig.from_dict(document["journey"], source=source),
-                          source=source)
+    triggers = document.get("triggers", {})
+    if not isinstance(triggers, dict):
+        raise ConfigError("triggers", source, "expected a table of triggers")
+    for key in triggers:
+        if key != "cart_abandoner":
+            raise ConfigError(f"triggers.{key}", source,
+                              "unknown trigger" + _suggest(key, ["cart_abandoner"]))
+    return SegmentsConfig(
+        journey=JourneyConfig.from_dict(document["journey"], source=source),
+        source=source,
+        cart_abandoner=_cart_trigger(triggers.get("cart_abandoner", {}), source),
+    )
+
+
+def _cart_trigger(table: Any, source: str) -> CartTrigger:
+    """Read ``[triggers.cart_abandoner]``: ``views``, ``views_within``, ``no_purchase_for``."""
+    prefix = "triggers.cart_abandoner"
+    if not isinstance(table, dict):
+        raise ConfigError(prefix, source, "expected a table")
+    known = ["views", "views_within", "no_purchase_for"]
+    for key in table:
+        if key not in known:
+            raise ConfigError(f"{prefix}.{key}", source, "unknown key" + _suggest(key, known))
+    default = CartTrigger()
+    views = table.get("views", default.views)
+    if isinstance(views, bool) or not isinstance(views, int) or views < 1:
+        raise ConfigError(f"{prefix}.views", source, f"expected an integer >= 1, got {views!r}")
+    durations = {}
+    for key in ("views_within", "no_purchase_for"):
+        raw = table.get(key)
+        if raw is None:
+            continue
+        try:
+            durations[key] = float(parse_duration(raw if isinstance(raw, str) else repr(raw)))
+        except ValueError as exc:
+            raise ConfigError(f"{prefix}.{key}", source, str(exc)) from exc
+    return CartTrigger(
+        views=views,
+        views_within_s=durations.get("views_within", default.views_within_s),
+        no_purchase_for_s=durations.get("no_purchase_for", default.no_purchase_for_s),
+    )

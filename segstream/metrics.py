@@ -31,6 +31,20 @@ DEAD_LETTERS = Counter(
 CHANGES_OUT = Counter(
     "segstream_changes_total", "Segment membership changes emitted, by kind.", ["kind"]
 )
+LATE_EVENTS = Counter(
+    "segstream_late_events_total",
+    "Events older than their partition's watermark, by the policy applied (apply, dead_letter).",
+    ["policy"],
+)
+EVICTIONS = Counter(
+    "segstream_evictions_total", "Users evicted from state and Redis after state_ttl_s idle."
+)
+TIMER_TICKS = Counter(
+    "segstream_timer_ticks_total", "Wake-ups sent to users whose event-time timer came due."
+)
+USERS_IN_STATE = Gauge(
+    "segstream_users_in_state", "Users this process holds state for (all its workers)."
+)
 REDIS_PROFILE_WRITES = Counter(
     "segstream_redis_profile_writes_total",
     "Profile hashes written to Redis (stale replays that the version guard skipped excluded).",

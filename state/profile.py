@@ -1,12 +1,22 @@
-"""Per-user state: the profile every segment is computed from.
+"""Per-user state: the profile every segment is computed from, and what it costs.
 
-A :class:`UserState` is what Bytewax snapshots for each user key. It is bounded
-by construction (counters and timestamps, never a list of events), copies what
-it needs from an event and never keeps the event's dicts, and serializes to a
-small versioned byte string for recovery.
+A user's :class:`UserState` has three parts:
+
+- ``settled``: a :class:`Profile` built from the user's on-time events older
+  than their watermark, applied in ``(timestamp, messageId)`` order, with the
+  timers that fired between them;
+- ``pending``: the on-time events not yet below the watermark, as compact
+  :class:`Fact` tuples in timeline order (a handful at most);
+- what was *published*: version, journey phase, rule segments, so changes are
+  the difference between that and the current view.
+
+Everything is bounded by construction (counters, timestamps, sparse bucket
+lists, a few recent timestamps; never a list of events beyond ``pending``) and
+serializes to one compact, versioned byte string, which is also how the user
+step keeps idle users in memory (see ``operators/user.py``).
 
 >>> state = UserState("u1")
->>> state.events_total, state.version
+>>> state.version, state.settled.events_total
 (0, 0)
 >>> UserState.from_bytes(state.to_bytes()) == state
 True
@@ -14,14 +24,18 @@ True
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
+from typing import NamedTuple
 
 import orjson
 
 from segstream.errors import StateError
 
-STATE_FORMAT = 1
-"""Bumped whenever the byte layout changes; older snapshots are migrated or refused."""
+STATE_FORMAT = 2
+"""Bumped whenever the byte layout changes; older snapshots are refused with advice."""
+
+NO_WATERMARK = float("-inf")
+"""Watermark of a user that has seen none yet."""
 
 HEADLINE_FEATURES = (
     "events_total",
@@ -29,63 +43,126 @@ HEADLINE_FEATURES = (
     "purchases_total",
     "revenue_total",
 )
-"""Numeric profile features, by the names DESIGN.md fixes for Redis and rules."""
+"""Numeric profile features with the names DESIGN.md fixes; journey guards may read them."""
+
+TraitValue = str | int | float | bool
+
+
+class Fact(NamedTuple):
+    """What the timeline needs of one event: a compact tuple, never the event's dicts.
+
+    Attributes:
+        ts: event time, epoch seconds.
+        message_id: ``messageId`` (orders equal timestamps; the ``cause`` of changes).
+        role: semantic role, if any.
+        revenue: purchase revenue (0.0 otherwise).
+        call: Segment call type (``track``, ``identify``...).
+        device: ``context.device.type``, if a non-empty string.
+        country: ``context.location.country``, if a non-empty string.
+        channel: ``context.campaign.source``, if a non-empty string.
+        traits: scalar traits of the call (already cut to size), or ``None``.
+
+    """
+
+    ts: float
+    message_id: str
+    role: str | None
+    revenue: float
+    call: str
+    device: str | None
+    country: str | None
+    channel: str | None
+    traits: dict[str, TraitValue] | None
+
+
+@dataclass(slots=True)
+class Profile:
+    """A user's features, as built by applying their timeline in order.
+
+    The meaning of each field is the contract in ``docs/features.md``.
+    """
+
+    events_total: int = 0
+    late_total: int = 0
+    on_time_total: int = 0
+    first_seen: float | None = None
+    last_seen: float | None = None
+    sessions_total: int = 0
+    session_start: float | None = None
+    session_events: int = 0
+    bounces: int = 0
+    """Finished sessions with exactly one event (the current one is judged live)."""
+    purchases_total: int = 0
+    revenue_total: float = 0.0
+    last_purchase: float | None = None
+    buckets: list[list[list[float]]] = field(default_factory=list)
+    engagement: float = 0.0
+    """Decayed engagement as of ``last_seen``."""
+    device: str | None = None
+    country: str | None = None
+    channel: str | None = None
+    traits: dict[str, TraitValue] = field(default_factory=dict)
+    recent_views: list[float] = field(default_factory=list)
+    """Times of the latest product views, as many as the cart trigger needs."""
+    cart_deadline: float | None = None
+    cart_member: bool = False
+    cart_abandoned_total: int = 0
+    journey: str | None = None
+    journey_rule: str | None = None
+    """The transition that led to ``journey`` (``start`` for the initial phase)."""
+
+    def copy(self) -> Profile:
+        """Return an independent copy (the mutable parts are copied too)."""
+        clone = Profile(*(getattr(self, name) for name in _PROFILE_FIELDS))
+        clone.buckets = [[bucket[:] for bucket in level] for level in self.buckets]
+        clone.traits = dict(self.traits)
+        clone.recent_views = self.recent_views[:]
+        return clone
+
+    def headline(self) -> dict[str, float]:
+        """Return the headline features journey guards read.
+
+        >>> Profile(events_total=3).headline()["events_total"]
+        3.0
+        """
+        return {name: float(getattr(self, name)) for name in HEADLINE_FEATURES}
 
 
 @dataclass(slots=True)
 class UserState:
-    """Everything segstream knows about one user.
+    """Everything segstream keeps about one user.
 
     Attributes:
         user_id: the state key (``userId``, else ``anonymousId``).
-        version: version of the user's last change; the next change gets ``version + 1``.
-        events_total: events applied.
-        sessions_total: sessions started (a gap longer than the session gap starts one).
-        purchases_total: events with the ``purchase`` role.
-        revenue_total: sum of purchase revenue.
-        first_seen: earliest event time seen (epoch seconds), ``None`` before any event.
-        last_seen: latest event time seen (epoch seconds), ``None`` before any event.
-        journey: current journey phase, ``None`` before the first event.
+        version: version of the user's last published change.
+        published_journey: journey phase last published.
+        published_segments: rule segments last published, sorted.
+        watermark: the largest watermark this user has seen.
+        clock: the input partition (``topic:partition``) of the user's latest event.
+        pending: on-time events at or above ``watermark``, in timeline order.
+        settled: the profile of the events below the watermark.
 
     """
 
     user_id: str
     version: int = 0
-    events_total: int = 0
-    sessions_total: int = 0
-    purchases_total: int = 0
-    revenue_total: float = 0.0
-    first_seen: float | None = None
-    last_seen: float | None = None
-    journey: str | None = None
-
-    def features(self) -> dict[str, float]:
-        """Return the numeric features rules and journey guards may read.
-
-        >>> UserState("u1", events_total=3).features()["events_total"]
-        3.0
-        """
-        return {name: float(getattr(self, name)) for name in HEADLINE_FEATURES}
-
-    def merge(self, other: UserState) -> None:
-        """Fold ``other`` (e.g. an anonymous history) into this state.
-
-        Counters add, time bounds widen; the journey keeps this state's phase
-        unless it has none. ``version`` takes the larger, so it never moves back.
-        """
-        self.version = max(self.version, other.version)
-        self.events_total += other.events_total
-        self.sessions_total += other.sessions_total
-        self.purchases_total += other.purchases_total
-        self.revenue_total += other.revenue_total
-        self.first_seen = _min_opt(self.first_seen, other.first_seen)
-        self.last_seen = _max_opt(self.last_seen, other.last_seen)
-        if self.journey is None:
-            self.journey = other.journey
+    published_journey: str | None = None
+    published_segments: list[str] = field(default_factory=list)
+    watermark: float = NO_WATERMARK
+    clock: str = ""
+    pending: list[Fact] = field(default_factory=list)
+    settled: Profile = field(default_factory=Profile)
 
     def to_bytes(self) -> bytes:
         """Serialize to a compact, versioned byte string (the recovery snapshot)."""
-        return orjson.dumps([STATE_FORMAT, *(getattr(self, f.name) for f in _FIELDS)])
+        settled = self.settled
+        return orjson.dumps([
+            STATE_FORMAT, self.user_id, self.version, self.published_journey,
+            self.published_segments,
+            None if self.watermark == NO_WATERMARK else self.watermark,
+            self.clock, [tuple(fact) for fact in self.pending],
+            *(getattr(settled, name) for name in _PROFILE_FIELDS),
+        ])
 
     @classmethod
     def from_bytes(cls, data: bytes) -> UserState:
@@ -100,26 +177,22 @@ class UserState:
         except (orjson.JSONDecodeError, TypeError, ValueError) as exc:
             raise StateError("?", f"snapshot is not readable: {exc}") from exc
         user_id = str(values[0]) if values else "?"
-        if fmt != STATE_FORMAT or len(values) != len(_FIELDS):
+        expected = _HEAD + len(_PROFILE_FIELDS)
+        if fmt != STATE_FORMAT or len(values) != expected:
             msg = (
                 f"snapshot format {fmt!r} with {len(values)} values, expected format "
-                f"{STATE_FORMAT} with {len(_FIELDS)}: delete the recovery directory "
+                f"{STATE_FORMAT} with {expected}: delete the recovery directory "
                 "and replay the input to rebuild state"
             )
             raise StateError(user_id, msg)
-        return cls(*values)
+        user_id, version, journey, segments, watermark, clock, pending = values[:_HEAD]
+        return cls(
+            user_id, version, journey, segments,
+            NO_WATERMARK if watermark is None else watermark, clock,
+            [Fact(*fact) for fact in pending], Profile(*values[_HEAD:]),
+        )
 
 
-_FIELDS = fields(UserState)
+_PROFILE_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(Profile))
+_HEAD = 7  # values before the profile's: user_id .. pending
 
-
-def _min_opt(a: float | None, b: float | None) -> float | None:
-    if a is None:
-        return b
-    return a if b is None else min(a, b)
-
-
-def _max_opt(a: float | None, b: float | None) -> float | None:
-    if a is None:
-        return b
-    return a if b is None else max(a, b)

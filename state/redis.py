@@ -9,7 +9,9 @@ Key layout (prefix configurable, default ``seg:``), written only here:
 Writes go through one Lua script per user, batched in one pipeline per sink
 batch. The script applies a profile only if ``(version, events_total)`` is
 greater than what is stored, and a membership operation only if its change's
-version is greater than the stored version. So a replay after a crash (Bytewax
+version is greater than the stored version. An eviction deletes the hash
+(after its ``exit`` changes left the member sets) unless a newer version is
+stored. So a replay after a crash (Bytewax
 is at-least-once) never moves a profile backwards and Redis converges to the
 state of an uninterrupted run.
 
@@ -32,8 +34,9 @@ from segstream.operators.user import UserUpdate
 ENTER = "enter"
 
 # KEYS[1] = profile hash, KEYS[2..] = member sets named by the ops.
-# ARGV[1] = version, ARGV[2] = events_total, ARGV[3] = number of hash fields n,
-# ARGV[4 .. 3+2n] = field/value pairs, then per op (aligned with KEYS[2..]):
+# ARGV[1] = version, ARGV[2] = events_total, ARGV[3] = "p" (write the profile)
+# or "e" (the user was evicted: delete it), ARGV[4] = number of hash fields n,
+# ARGV[5 .. 4+2n] = field/value pairs, then per op (aligned with KEYS[2..]):
 # change version, "+" (SADD) or "-" (SREM). ARGV[last] = user id.
 _APPLY_UPDATE = """
 local stored = redis.call('HMGET', KEYS[1], 'version', 'events_total')
@@ -41,9 +44,10 @@ local cur_v = tonumber(stored[1]) or -1
 local cur_n = tonumber(stored[2]) or -1
 local v = tonumber(ARGV[1])
 local n = tonumber(ARGV[2])
-local nfields = tonumber(ARGV[3])
+local mode = ARGV[3]
+local nfields = tonumber(ARGV[4])
 local user = ARGV[#ARGV]
-local pos = 4 + 2 * nfields
+local pos = 5 + 2 * nfields
 for k = 2, #KEYS do
   local op_version = tonumber(ARGV[pos])
   if op_version > cur_v then
@@ -55,8 +59,15 @@ for k = 2, #KEYS do
   end
   pos = pos + 2
 end
+if mode == 'e' then
+  if v >= cur_v then
+    redis.call('DEL', KEYS[1])
+    return 1
+  end
+  return 0
+end
 if v > cur_v or (v == cur_v and n > cur_n) then
-  redis.call('HSET', KEYS[1], unpack(ARGV, 4, 3 + 2 * nfields))
+  redis.call('HSET', KEYS[1], unpack(ARGV, 5, 4 + 2 * nfields))
   return 1
 end
 return 0
@@ -152,7 +163,7 @@ class RedisStore:
             updated_at: written as the profile's ``updated_at`` field when given.
 
         Returns:
-            How many profile hashes were written (stale ones are skipped).
+            How many profile hashes were written or deleted (stale ones are skipped).
 
         """
         if not updates:
@@ -162,12 +173,15 @@ class RedisStore:
             ops = membership_ops(update.changes)
             fields = update.profile
             keys = [self._layout.user(update.user_id)]
+            if update.evicted:
+                fields = {}
+            stamp = updated_at is not None and not update.evicted
             args: list[Any] = [update.version, update.events_total,
-                               len(fields) + (updated_at is not None)]
+                               "e" if update.evicted else "p", len(fields) + stamp]
             for name, value in fields.items():
                 args.append(name)
                 args.append(value)
-            if updated_at is not None:
+            if stamp:
                 args.append("updated_at")
                 args.append(updated_at)
             for _version, _op, segment in ops:

@@ -40,5 +40,7 @@ def test_demo_json_summary() -> None:
     assert summary["redis_profiles"] == len(valid_users)
     assert summary["dead_letters"]["total"] == rejected > 0
     assert summary["valid_events"] == 20000 - rejected
-    assert sum(summary["segments"].values()) == len(valid_users)  # one journey phase each
+    journeys = {k: v for k, v in summary["segments"].items() if k.startswith("journey:")}
+    assert sum(journeys.values()) == len(valid_users)  # one journey phase each
+    assert summary["segments"]["needs_enrichment"] > 0  # anonymous users have no email
     assert len(summary["sample_profiles"]) == 3

@@ -22,10 +22,32 @@ T0 = datetime(2024, 5, 1, 10, tzinfo=UTC)
 
 
 def event(user: str, name: str, second: int, **extra: Any) -> bytes:
+    context: dict[str, Any] = {"device": {"type": "mobile"}}
+    if user == "alice":  # alice is known: email and country, so she needs no enrichment
+        context |= {"location": {"country": "DE"}, "traits": {"email": "alice@example.com"},
+                    "campaign": {"source": "newsletter"}}
     doc = {"type": "track", "event": name, "userId": user, "anonymousId": f"anon-{user}",
            "messageId": f"{user}-{second}", "timestamp": (T0 + timedelta(seconds=second)).isoformat().replace("+00:00", "Z"),
-           "properties": extra, "context": {"device": {"type": "mobile"}}}
+           "properties": extra, "context": context}
     return orjson.dumps(doc)
+
+
+def microseconds(second: int) -> int:
+    """A new user's versions start at its first event time in microseconds."""
+    return int((T0 + timedelta(seconds=second)).timestamp()) * 1_000_000
+
+
+PROFILE_FIELDS = {
+    "journey", "segments", "version", "updated_at", "events_total", "late_total", "first_seen",
+    "last_seen", "sessions_total", "session_events", "session_length_s", "events_per_session",
+    "bounce_rate", "purchases_total", "revenue_total", "purchases_30d", "purchases_90d",
+    "revenue_30d", "revenue_90d", "aov_90d", "last_purchase", "since_last_purchase_s",
+    "engagement", "device", "country", "channel", "traits", "completeness",
+    "cart_abandoned_total",
+    *(f"{role}_{h}" for role in ("product_view", "search", "add_to_cart", "checkout", "purchase")
+      for h in ("1h", "24h", "7d", "30d")),
+}
+"""The profile hash fields docs/features.md documents."""
 
 
 @pytest.fixture
@@ -60,36 +82,52 @@ def test_scripted_journey(pipeline: Config, kafka_broker: TansuBroker, redis_ser
     for doc in changes:
         by_user.setdefault(doc["user_id"], []).append(doc)
     common = {"kind": "journey", "change": "enter", "scores": None, "model_version": None}
+    a, b = microseconds(0), microseconds(5)
     assert by_user["alice"] == [
-        {"user_id": "alice", "segment": "journey:awareness", "previous": None, "version": 1,
+        {"user_id": "alice", "segment": "journey:awareness", "previous": None, "version": a + 1,
          "event_time": "2024-05-01T10:00:00.000Z", "cause": "alice-0", "rule": "start", **common},
         {"user_id": "alice", "segment": "journey:consideration", "previous": "journey:awareness",
-         "version": 2, "event_time": "2024-05-01T10:00:30.000Z", "cause": "alice-30",
+         "version": a + 2, "event_time": "2024-05-01T10:00:30.000Z", "cause": "alice-30",
          "rule": "awareness->consideration", **common},
         {"user_id": "alice", "segment": "journey:decision", "previous": "journey:consideration",
-         "version": 3, "event_time": "2024-05-01T10:01:00.000Z", "cause": "alice-60",
+         "version": a + 3, "event_time": "2024-05-01T10:01:00.000Z", "cause": "alice-60",
          "rule": "awareness|consideration->decision", **common},
         {"user_id": "alice", "segment": "journey:retention", "previous": "journey:decision",
-         "version": 4, "event_time": "2024-05-01T12:01:30.000Z", "cause": "alice-7290",
+         "version": a + 4, "event_time": "2024-05-01T12:01:30.000Z", "cause": "alice-7290",
          "rule": "decision->retention", **common},
     ]
     assert by_user["bob"] == [
-        {"user_id": "bob", "segment": "journey:awareness", "previous": None, "version": 1,
+        {"user_id": "bob", "segment": "journey:awareness", "previous": None, "version": b + 1,
          "event_time": "2024-05-01T10:00:05.000Z", "cause": "bob-5", "rule": "start", **common},
+        {"user_id": "bob", "segment": "needs_enrichment", "previous": None, "version": b + 2,
+         "event_time": "2024-05-01T10:00:05.000Z", "cause": "bob-5", "rule": "needs_enrichment",
+         **common, "kind": "rule"},
     ]
 
     store = RedisStore.from_url(redis_server.url, pipeline.redis_prefix)
     alice_profile = store.profile("alice")
     updated_at = alice_profile.pop("updated_at")
     assert updated_at.endswith("Z")
-    assert alice_profile == {
-        "journey": "retention", "segments": "[]", "version": "4", "events_total": "5",
+    assert set(alice_profile) | {"updated_at"} == PROFILE_FIELDS
+    assert {k: alice_profile[k] for k in (
+        "journey", "segments", "version", "events_total", "sessions_total", "purchases_total",
+        "revenue_total", "first_seen", "last_seen", "session_events", "purchase_24h",
+        "product_view_1h", "aov_90d", "device", "country", "channel", "traits", "completeness",
+        "last_purchase", "since_last_purchase_s", "bounce_rate")} == {
+        "journey": "retention", "segments": "[]", "version": str(a + 4), "events_total": "5",
         "sessions_total": "2", "purchases_total": "2", "revenue_total": "50.0",
         "first_seen": "2024-05-01T10:00:00.000Z", "last_seen": "2024-05-01T12:01:30.000Z",
+        "session_events": "1", "purchase_24h": "2", "product_view_1h": "0", "aov_90d": "25.0",
+        "device": "mobile", "country": "DE", "channel": "newsletter",
+        "traits": '{"email":"alice@example.com"}', "completeness": "1.0",
+        "last_purchase": "2024-05-01T12:01:30.000Z", "since_last_purchase_s": "0.0",
+        "bounce_rate": "0.5",
     }
     assert store.profile("bob")["events_total"] == "2"
+    assert store.profile("bob")["segments"] == '["needs_enrichment"]'
     # Emptied sets disappear in Redis, so only non-empty segments remain.
-    assert store.segments() == {"journey:retention": {"alice"}, "journey:awareness": {"bob"}}
+    assert store.segments() == {"journey:retention": {"alice"}, "journey:awareness": {"bob"},
+                                "needs_enrichment": {"bob"}}
     assert kafka_broker.read_topic(pipeline.dlq_topic) == []
 
 

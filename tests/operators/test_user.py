@@ -1,145 +1,407 @@
-"""The per-user step: profile features, journey changes, versions and snapshots."""
+"""The per-user step: event time, lateness, timers, eviction, versions and snapshots."""
 
 from __future__ import annotations
 
 import copy
+import dataclasses
+import random
+from collections.abc import Sequence
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from segstream.operators.events import Event
-from segstream.operators.user import UserConfig, UserLogic, profile_fields
-from segstream.state.profile import UserState
+from segstream.operators.event_time import PartitionWatermark, Stamped, Tick
+from segstream.operators.events import Change, Event
+from segstream.operators.features import FeatureConfig, apply_fact, features
+from segstream.operators.windows import WINDOW_ROLES
+from segstream.operators.user import UserConfig, UserLogic, UserUpdate
+from segstream.state.profile import Profile, UserState
 
 T0 = 1714557600.0  # 2024-05-01T10:00:00Z
 ROLES = [None, "page_view", "product_view", "search", "add_to_cart", "checkout", "purchase"]
+CLOCK = "clicks:0"
+LATENESS = 60.0
+DAY = 86400.0
 
 
-def event(role: str | None, ts: float, revenue: float = 0.0, mid: str = "m", key: str = "u1") -> Event:
-    return Event(key, key, None, mid, "track", role or "Other", role, ts, revenue, {}, {}, {})
+def event(role: str | None, ts: float, revenue: float = 0.0, mid: str = "m", key: str = "u1",
+          context: dict | None = None, traits: dict | None = None) -> Event:
+    return Event(key, key, None, mid, "track", role or "Other", role, ts, revenue, {},
+                 context or {}, traits or {})
 
 
-def run(events: list[Event], config: UserConfig | None = None) -> tuple[UserLogic, list]:
+def stamp(events: Sequence[Event], lateness: float = LATENESS) -> list[Stamped]:
+    """What the parse step does: stamp each event with its partition's watermark before it."""
+    clock = PartitionWatermark(lateness)
+    return [Stamped(e, clock.observe(e.timestamp), CLOCK) for e in events]
+
+
+def run(items: Sequence[Stamped | Tick], config: UserConfig | None = None,
+        batch: int = 1) -> tuple[UserLogic, list[UserUpdate]]:
     logic = UserLogic.build(config or UserConfig(), None)
-    changes = []
-    for e in events:
-        changes.extend(logic.on_event(e))
-    return logic, changes
+    updates: list[UserUpdate] = []
+    for start in range(0, len(items), batch):
+        updates += logic.on_items(items[start:start + batch])
+    return logic, updates
+
+
+def changes_of(updates: Sequence[UserUpdate]) -> list[Change]:
+    return [c for u in updates for c in u.changes]
+
+
+def state_of(logic: UserLogic) -> UserState:
+    assert logic.data is not None
+    return UserState.from_bytes(logic.data)
+
+
+def view_of(logic: UserLogic, config: UserConfig | None = None) -> Profile:
+    """Settled profile plus pending events: what the user step publishes."""
+    state = state_of(logic)
+    view = state.settled.copy()
+    for fact in state.pending:
+        apply_fact(view, fact, (config or UserConfig()).features)
+    return view
+
+
+def final_features(logic: UserLogic, config: UserConfig | None = None) -> dict:
+    state = state_of(logic)
+    values = features(view_of(logic, config), (config or UserConfig()).features)
+    values["journey"] = state.published_journey
+    values["segments"] = state.published_segments
+    return values
 
 
 class TestScriptedJourney:
     def test_full_funnel(self) -> None:
-        """A browse-checkout-buy-buy user walks awareness -> retention with versions 1..4."""
-        _, changes = run([
+        """A browse-checkout-buy-buy user walks awareness -> retention, versions consecutive."""
+        _, updates = run(stamp([
             event("page_view", T0, mid="e1"),
             event("product_view", T0 + 10, mid="e2"),
             event("checkout", T0 + 20, mid="e3"),
             event("purchase", T0 + 30, 20.0, mid="e4"),
             event("purchase", T0 + 40, 30.0, mid="e5"),
-        ])
-        assert [(c.segment, c.previous, c.version, c.cause, c.rule) for c in changes] == [
-            ("journey:awareness", None, 1, "e1", "start"),
-            ("journey:consideration", "journey:awareness", 2, "e2", "awareness->consideration"),
-            ("journey:decision", "journey:consideration", 3, "e3", "awareness|consideration->decision"),
-            ("journey:retention", "journey:decision", 4, "e5", "decision->retention"),
+        ]))
+        changes = changes_of(updates)
+        journey = [c for c in changes if c.kind == "journey"]
+        assert [(c.segment, c.previous, c.cause, c.rule) for c in journey] == [
+            ("journey:awareness", None, "e1", "start"),
+            ("journey:consideration", "journey:awareness", "e2", "awareness->consideration"),
+            ("journey:decision", "journey:consideration", "e3", "awareness|consideration->decision"),
+            ("journey:retention", "journey:decision", "e5", "decision->retention"),
         ]
-        assert all(c.kind == "journey" and c.change == "enter" for c in changes)
-        assert [c.event_time for c in changes] == [T0, T0 + 10, T0 + 20, T0 + 40]
+        assert [c.event_time for c in journey] == [T0, T0 + 10, T0 + 20, T0 + 40]
+        # No email, no country: the user needs enrichment from the first event.
+        assert [(c.segment, c.change, c.cause) for c in changes if c.kind == "rule"] == [
+            ("needs_enrichment", "enter", "e1")
+        ]
+        base = int(T0 * 1_000_000)
+        assert [c.version for c in changes] == list(range(base + 1, base + 6))
 
     def test_profile_fields(self) -> None:
-        """The Redis profile carries the headline features by their DESIGN names."""
-        logic, _ = run([event("purchase", T0, 12.5), event("page_view", T0 + 3600, mid="x")])
-        fields = profile_fields(logic.state)
+        """The Redis profile carries the DESIGN headline names and the windowed features."""
+        _, updates = run(stamp([event("purchase", T0, 12.5),
+                                event("page_view", T0 + 3600, mid="x")]), batch=2)
+        fields = updates[-1].profile
         assert {k: fields[k] for k in ("events_total", "sessions_total", "purchases_total",
-                                       "revenue_total", "first_seen", "last_seen", "journey")} == {
+                                       "revenue_total", "first_seen", "last_seen", "journey",
+                                       "purchase_24h", "purchase_1h", "revenue_30d",
+                                       "since_last_purchase_s", "last_purchase")} == {
             "events_total": "2", "sessions_total": "2", "purchases_total": "1",
             "revenue_total": "12.5", "first_seen": "2024-05-01T10:00:00.000Z",
             "last_seen": "2024-05-01T11:00:00.000Z", "journey": "decision",
+            "purchase_24h": "1", "purchase_1h": "0", "revenue_30d": "12.5",
+            "since_last_purchase_s": "3600.0", "last_purchase": "2024-05-01T10:00:00.000Z",
         }
 
     def test_session_gap_is_configurable(self) -> None:
         """Sessions split on gaps longer than session_gap_s."""
-        events = [event(None, T0), event(None, T0 + 600), event(None, T0 + 1300)]
-        assert run(events, UserConfig(session_gap_s=500))[0].state.sessions_total == 3
-        assert run(events, UserConfig(session_gap_s=1800))[0].state.sessions_total == 1
+        events = [event(None, T0, mid="a"), event(None, T0 + 600, mid="b"),
+                  event(None, T0 + 1300, mid="c")]
+        short = UserConfig(features=FeatureConfig(session_gap_s=500))
+        assert final_features(run(stamp(events), short)[0], short)["sessions_total"] == 3
+        assert final_features(run(stamp(events))[0])["sessions_total"] == 1
 
     def test_empty_batch_is_no_update(self) -> None:
         """A batch without events yields nothing."""
-        assert UserLogic.build(UserConfig(), None).on_batch([]) is None
+        assert UserLogic.build(UserConfig(), None).on_items([]) == []
 
 
-events_strategy = st.lists(
-    st.tuples(st.sampled_from(ROLES), st.floats(0, 30 * 86400), st.floats(0, 500)),
-    min_size=1, max_size=60,
+# --- event time: any arrival order within the lateness gives the sorted result ----------
+
+user_events = st.lists(
+    st.tuples(st.sampled_from(ROLES), st.floats(0, 3 * DAY), st.floats(0, 500),
+              st.sampled_from([None, "mobile", "desktop"])),
+    min_size=1, max_size=40,
 )
 
 
-def to_events(raw: list[tuple[str | None, float, float]]) -> list[Event]:
-    return [event(role, T0 + dt, rev if role == "purchase" else 0.0, mid=f"m{i}")
-            for i, (role, dt, rev) in enumerate(raw)]
+def to_events(raw: list[tuple]) -> list[Event]:
+    return [
+        event(role, T0 + dt, rev if role == "purchase" else 0.0, mid=f"m{i:03d}",
+              context={"device": {"type": device}} if device else None,
+              traits={"email": "x@y.z"} if i % 7 == 3 else None)
+        for i, (role, dt, rev, device) in enumerate(raw)
+    ]
+
+
+def timeline(events: list[Event]) -> list[Event]:
+    return sorted(events, key=lambda e: (e.timestamp, e.message_id))
+
+
+def shuffle_within(events: list[Event], lateness: float, seed: int) -> list[Event]:
+    """An arrival order where no event comes more than ``lateness`` after a later one."""
+    rng = random.Random(seed)
+    keyed = [(e.timestamp + rng.uniform(0, lateness), i, e) for i, e in enumerate(events)]
+    return [e for _, _, e in sorted(keyed)]
+
+
+def assert_same(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for name in a:
+        if isinstance(a[name], float) and isinstance(b[name], float):
+            assert abs(a[name] - b[name]) <= 1e-9 * max(1.0, abs(a[name])), name
+        else:
+            assert a[name] == b[name], name
 
 
 @settings(max_examples=200, deadline=None)
-@given(events_strategy)
-def test_versions_strictly_increase_and_chain(raw: list) -> None:
-    """Versions are 1, 2, 3, ... and each change's previous is the segment before it."""
-    logic, changes = run(to_events(raw))
-    assert [c.version for c in changes] == list(range(1, len(changes) + 1))
-    assert logic.state.version == len(changes)
-    previous = None
-    for change in changes:
-        assert change.previous == previous
-        previous = change.segment
-    assert previous == f"journey:{logic.state.journey}"
-
-
-@settings(max_examples=200, deadline=None)
-@given(events_strategy)
-def test_features_equal_batch_recompute_on_sorted_input(raw: list) -> None:
-    """Incremental features equal a plain recomputation over the sorted events."""
-    events = sorted(to_events(raw), key=lambda e: e.timestamp)
-    state = run(events)[0].state
-    times = [e.timestamp for e in events]
-    purchases = [e for e in events if e.role == "purchase"]
-    sessions = 1 + sum(1 for a, b in zip(times, times[1:]) if b - a > 1800)
-    assert state.events_total == len(events)
-    assert state.purchases_total == len(purchases)
-    assert abs(state.revenue_total - sum(e.revenue for e in purchases)) < 1e-6
-    assert (state.first_seen, state.last_seen) == (min(times), max(times))
-    assert state.sessions_total == sessions
-
-
-@settings(max_examples=100, deadline=None)
-@given(events_strategy, st.integers(0, 60))
-def test_snapshot_then_restore_is_equivalent(raw: list, cut: int) -> None:
-    """Snapshotting mid-stream and resuming gives the same changes and state as one run."""
+@given(user_events, st.integers(0, 2**32), st.integers(1, 5))
+def test_any_order_within_lateness_gives_the_sorted_result(raw: list, seed: int, batch: int) -> None:
+    """A permutation within the allowed lateness, in any batching, ends in the sorted state."""
     events = to_events(raw)
-    whole, whole_changes = run(events)
-    first = UserLogic.build(UserConfig(), None)
-    changes = [c for e in events[:cut] for c in first.on_event(e)]
-    snap = first.snapshot()
-    resumed = UserLogic.build(UserConfig(), snap)
-    changes += [c for e in events[cut:] for c in resumed.on_event(e)]
-    if cut == 0:
-        assert snap is None
-    assert changes == whole_changes
-    assert resumed.state == whole.state
+    arrival = shuffle_within(events, LATENESS, seed)
+    stamped = stamp(arrival)
+    assert all(s.event.timestamp >= s.watermark for s in stamped)  # all on time
+    shuffled, _ = run(stamped, batch=batch)
+    ordered, _ = run(stamp(timeline(events)))
+    assert_same(final_features(shuffled), final_features(ordered))
 
 
-@given(events_strategy)
-def test_input_events_are_not_mutated_or_kept(raw: list) -> None:
-    """The step neither mutates events nor keeps references to their dicts."""
+@settings(max_examples=200, deadline=None)
+@given(user_events, st.integers(0, 2**32))
+def test_window_counts_are_never_negative_nor_above_the_events(raw: list, seed: int) -> None:
+    """Every rolling count is within [0, events of that role], at any point of the stream."""
+    events = to_events(raw)
+    logic = UserLogic.build(UserConfig(), None)
+    for item in stamp(shuffle_within(events, LATENESS, seed)):
+        logic.on_items([item])
+        values = final_features(logic)
+        counts = {name: value for name, value in values.items()
+                  if name.startswith((*WINDOW_ROLES, "purchases_"))}
+        assert len(counts) == 4 * len(WINDOW_ROLES) + 3  # + purchases_total/_30d/_90d
+        for name, value in counts.items():
+            role = name.rsplit("_", 1)[0].removesuffix("s")
+            assert 0 <= value <= sum(1 for e in events if e.role == role), name
+
+
+@settings(max_examples=150, deadline=None)
+@given(user_events, st.integers(0, 2**32), st.data())
+def test_ticks_never_change_what_is_published(raw: list, seed: int, data: st.DataObject) -> None:
+    """Ticks carrying watermarks the input already reached give the same changes and versions."""
+    config = UserConfig(state_ttl_s=DAY)  # so that evictions happen too
+    stamped = stamp(shuffle_within(to_events(raw), LATENESS, seed))
+    with_ticks: list[Stamped | Tick] = []
+    reached = float("-inf")
+    for item in stamped:
+        # A worker's tick carries a watermark of events it already processed.
+        if data.draw(st.booleans()) and reached > float("-inf"):
+            with_ticks.append(Tick(data.draw(st.floats(reached - DAY, reached)), CLOCK))
+        with_ticks.append(item)
+        reached = max(reached, item.watermark, item.event.timestamp - LATENESS)
+    _, plain = run(stamped, config)
+    _, ticked = run(with_ticks, config)
+    assert changes_of(ticked) == changes_of(plain)
+
+
+@settings(max_examples=200, deadline=None)
+@given(user_events, st.integers(0, 2**32), st.integers(0, 40))
+def test_snapshot_then_restore_is_equivalent(raw: list, seed: int, cut: int) -> None:
+    """Snapshotting mid-stream and resuming gives the same changes and state as one run."""
+    config = UserConfig(state_ttl_s=DAY)
+    items = stamp(shuffle_within(to_events(raw), LATENESS, seed))
+    whole, whole_updates = run(items, config)
+    first, updates = run(items[:cut], config)
+    resumed = UserLogic.build(config, first.snapshot())
+    for item in items[cut:]:
+        updates += resumed.on_items([item])
+    assert changes_of(updates) == changes_of(whole_updates)
+    assert resumed.data == whole.data
+
+
+@settings(max_examples=200, deadline=None)
+@given(user_events, st.integers(0, 2**32))
+def test_versions_strictly_increase_and_journey_chains(raw: list, seed: int) -> None:
+    """Versions strictly increase; each journey change's previous is the phase before it."""
+    config = UserConfig(state_ttl_s=DAY)
+    _, updates = run(stamp(shuffle_within(to_events(raw), LATENESS, seed)), config)
+    versions = [c.version for c in changes_of(updates)]
+    assert versions == sorted(set(versions))
+    phase = None
+    for change in changes_of(updates):
+        if change.kind != "journey":
+            continue
+        if change.change == "exit":
+            assert change.segment == phase
+            phase = None
+        else:
+            assert change.previous == phase
+            phase = change.segment
+
+
+# --- eviction --------------------------------------------------------------------------
+
+
+@settings(max_examples=150, deadline=None)
+@given(user_events, user_events)
+def test_eviction_then_return_starts_clean(first_life: list, second_life: list) -> None:
+    """An evicted user leaves every segment; when they return, they start from nothing."""
+    config = UserConfig(state_ttl_s=10 * DAY)
+    before = timeline(to_events(first_life))
+    last = before[-1].timestamp
+    later = [dataclasses.replace(e, message_id="b" + e.message_id, timestamp=e.timestamp + 30 * DAY)
+             for e in to_events(second_life)]
+    logic, updates = run(stamp(before), config)
+    published = state_of(logic)
+    evicted = logic.on_items([Tick(last + 10 * DAY + 1, CLOCK)])
+    assert logic.data is None
+    [update] = evicted
+    assert update.evicted and update.profile == {}
+    exits = {c.segment for c in update.changes}
+    assert all(c.change == "exit" and c.cause == "timer:evict" for c in update.changes)
+    assert exits == {f"journey:{published.published_journey}", *published.published_segments}
+
+    after = logic.on_items(stamp(timeline(later)))
+    fresh, fresh_updates = run(stamp(timeline(later)), config)
+    assert_same(final_features(logic), final_features(fresh))
+    old_versions = [c.version for c in changes_of(updates + evicted)]
+    assert min(c.version for c in changes_of(after)) > max(old_versions)
+    assert [(c.segment, c.change) for c in changes_of(after)] == [
+        (c.segment, c.change) for c in changes_of(fresh_updates)
+    ]
+
+
+def test_return_after_the_deadline_evicts_first_then_starts_anew() -> None:
+    """An event whose watermark passed the eviction deadline evicts, then starts a new life."""
+    config = UserConfig(state_ttl_s=DAY)
+    logic, updates = run(stamp([event("product_view", T0, mid="a")]), config)
+    comeback = Stamped(event("page_view", T0 + 3 * DAY, mid="b"), T0 + 2 * DAY, CLOCK)
+    out = logic.on_items([comeback])
+    assert [u.evicted for u in out] == [True, False]
+    versions = [c.version for c in changes_of(updates + out)]
+    assert versions == sorted(set(versions))
+    assert final_features(logic, config)["events_total"] == 1
+    assert final_features(logic, config)["journey"] == "awareness"
+
+
+def test_eviction_and_return_in_one_batch_continue_versions() -> None:
+    """Events after the eviction deadline in the same batch start the next life at once."""
+    config = UserConfig(state_ttl_s=DAY)
+    logic, updates = run(stamp([event("product_view", T0, mid="a")]), config)
+    comeback = Stamped(event("product_view", T0 + 3 * DAY, mid="b"), T0 - LATENESS, CLOCK)
+    out = logic.on_items([comeback, Tick(T0 + 3 * DAY, CLOCK)])
+    assert [u.evicted for u in out] == [True, False]
+    versions = [c.version for c in changes_of(updates + out)]
+    assert versions == sorted(set(versions))
+    assert features(view_of(logic), config.features)["events_total"] == 1
+
+
+# --- lateness --------------------------------------------------------------------------
+
+
+def test_late_event_counts_only_in_aggregates() -> None:
+    """A late event (apply policy) adds to totals and day windows, not sessions or hours."""
+    items = stamp([event("page_view", T0, mid="a"), event("page_view", T0 + 7200, mid="b")])
+    late = Stamped(event("purchase", T0 + 3600, 40.0, mid="late"), T0 + 7200 - LATENESS, CLOCK)
+    logic, _ = run([*items, late])
+    values = final_features(logic)
+    assert (values["events_total"], values["late_total"], values["purchases_total"]) == (3, 1, 1)
+    assert (values["revenue_total"], values["revenue_30d"], values["purchase_7d"]) == (40.0, 40.0, 1)
+    assert (values["purchase_24h"], values["sessions_total"], values["last_purchase"]) == (0, 2, None)
+    assert values["last_seen"] == T0 + 7200
+
+
+# --- the cart-abandonment trigger ---------------------------------------------------------
+
+
+def browse_and_add(start: float, views: int = 5) -> list[Event]:
+    out = [event("product_view", start + 60 * i, mid=f"v{start}-{i}") for i in range(views)]
+    return [*out, event("add_to_cart", start + 60 * views, mid=f"add{start}")]
+
+
+def cart_changes(updates: Sequence[UserUpdate]) -> list[tuple[str, str, float]]:
+    return [(c.change, c.cause, c.event_time) for c in changes_of(updates)
+            if c.segment == "cart_abandoner"]
+
+
+def test_cart_abandoner_fires_once_in_event_time() -> None:
+    """Five views in 10 minutes, a cart add, no purchase for 24 h: one enter, at the deadline."""
+    events = browse_and_add(T0)
+    logic, updates = run(stamp(events))
+    assert cart_changes(updates) == []
+    deadline = T0 + 300 + DAY
+    assert logic.timer == (deadline, CLOCK)
+    assert logic.on_items([Tick(deadline, CLOCK)]) == []  # not past the deadline yet
+    updates += logic.on_items([Tick(deadline + 1, CLOCK)])
+    updates += logic.on_items([Tick(deadline + 2 * DAY, CLOCK)])
+    assert cart_changes(updates) == [("enter", "timer:cart_abandoner", deadline)]
+    # The next purchase leaves the segment.
+    buy = Stamped(event("purchase", deadline + 2 * DAY, 9.0, mid="buy"), deadline, CLOCK)
+    assert cart_changes(logic.on_items([buy])) == [("exit", "buy", deadline + 2 * DAY)]
+
+
+def test_cart_abandoner_cancelled_by_a_purchase_before_the_deadline() -> None:
+    """A purchase within 24 h of the add cancels the timer: no change, ever."""
+    events = [*browse_and_add(T0), event("purchase", T0 + 300 + DAY - 1, 5.0, mid="buy")]
+    logic, updates = run(stamp(events))
+    updates += logic.on_items([Tick(T0 + 10 * DAY, CLOCK)])
+    assert cart_changes(updates) == []
+
+
+def test_cart_abandoner_needs_enough_views() -> None:
+    """Four views are not enough to arm it; views spread over more than 10 minutes neither."""
+    logic, updates = run(stamp(browse_and_add(T0, views=4)))
+    updates += logic.on_items([Tick(T0 + 3 * DAY, CLOCK)])
+    spread = [event("product_view", T0 + 200 * i, mid=f"s{i}") for i in range(5)]
+    spread.append(event("add_to_cart", T0 + 1000, mid="add"))
+    logic, more = run(stamp(spread))
+    more += logic.on_items([Tick(T0 + 3 * DAY, CLOCK)])
+    assert cart_changes(updates) == cart_changes(more) == []
+
+
+def test_cart_abandoner_by_the_next_event_without_ticks() -> None:
+    """Without ticks, the first event that brings the watermark past the deadline fires it.
+
+    The event at +3 days carries the watermark from before it (still before the
+    deadline); the one after it carries a watermark past the deadline, so the
+    timer fires before that event is applied, with the deadline as its time.
+    """
+    events = [*browse_and_add(T0), event("page_view", T0 + 3 * DAY, mid="later"),
+              event("page_view", T0 + 3 * DAY + 1, mid="next")]
+    items = stamp(events)
+    logic, updates = run(items[:-1])
+    assert cart_changes(updates) == []
+    deadline = T0 + 300 + DAY
+    assert cart_changes(logic.on_items(items[-1:])) == [("enter", "timer:cart_abandoner", deadline)]
+
+
+# --- the state stays small and never keeps the event's dicts -------------------------------
+
+
+@given(user_events)
+def test_input_events_are_not_mutated(raw: list) -> None:
+    """The step does not mutate the events it is given."""
     events = to_events(raw)
     before = copy.deepcopy(events)
-    logic, _ = run(events)
+    run(stamp(timeline(events)))
     assert events == before
-    assert all(not isinstance(getattr(logic.state, f), dict) for f in UserState.__slots__)
 
 
 def test_state_size_is_bounded() -> None:
-    """State does not grow with the number of events."""
-    logic, _ = run([event("product_view", T0 + i) for i in range(10)])
-    small = len(logic.snapshot())
-    for i in range(10_000):
-        logic.on_event(event("purchase", T0 + 100 + i, 1.0))
-    assert len(logic.snapshot()) <= small + 40
+    """State does not grow with the number of events (buckets expire, no event lists)."""
+    logic, _ = run(stamp([event("product_view", T0 + i, mid=f"a{i}") for i in range(10)]))
+    small = len(logic.snapshot() or b"")
+    items = stamp([event("purchase", T0 + 100 + 600 * i, 1.0, mid=f"b{i:06d}")
+                   for i in range(20_000)])
+    for item in items:
+        logic.on_items([item])
+    assert len(logic.snapshot() or b"") <= small + 4000

@@ -1,0 +1,75 @@
+"""Event-time timers in Bytewax: a per-worker timer wheel and a clock source that reads it.
+
+Bytewax's ``notify_at`` is wall-clock time and scans every key that asked for
+it on each activation, so it cannot carry a million users' event-time
+deadlines. Instead (``docs/features.md``, "Timers"):
+
+- the user step registers each user's earliest deadline in its worker's
+  :class:`~segstream.operators.event_time.TimerWheel` and records every
+  partition watermark it sees;
+- :class:`ClockSource` wakes on each worker every ``interval_s``; the
+  ``due_timers`` step right behind it pops the due users from that worker's
+  wheel and sends each a :class:`~segstream.operators.event_time.Tick`,
+  which is routed (by user key) back to the same worker's user step.
+
+Both run on the worker's own thread, so a wheel is only ever touched by one
+thread, and a tick always follows the events whose watermark it carries.
+"""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime, timedelta
+
+from bytewax.inputs import DynamicSource, StatelessSourcePartition
+from segstream.operators.event_time import Tick, TimerWheel
+
+from segstream.metrics import TIMER_TICKS
+
+
+class TimerWheels:
+    """The wheels of one dataflow, one per worker thread (not shared between flows)."""
+
+    def __init__(self) -> None:
+        self._by_thread: dict[int, TimerWheel] = {}
+        self._lock = threading.Lock()
+
+    def mine(self) -> TimerWheel:
+        """Return the calling worker thread's wheel."""
+        ident = threading.get_ident()
+        wheel = self._by_thread.get(ident)
+        if wheel is None:
+            with self._lock:
+                wheel = self._by_thread.setdefault(ident, TimerWheel())
+        return wheel
+
+    def due_ticks(self, _polls: list[None]) -> list[tuple[str, Tick]]:
+        """Pop this worker's due users as ``(user key, Tick)`` (the ``due_timers`` step)."""
+        due = self.mine().due()
+        if due:
+            TIMER_TICKS.inc(len(due))
+        return due
+
+
+class _ClockPartition(StatelessSourcePartition[None]):
+    def __init__(self, interval: timedelta) -> None:
+        self._interval = interval
+        self._next = datetime.now(UTC)
+
+    def next_batch(self) -> list[None]:
+        self._next = datetime.now(UTC) + self._interval
+        return [None]
+
+    def next_awake(self) -> datetime:
+        return self._next
+
+
+class ClockSource(DynamicSource[None]):
+    """Emits one ``None`` per worker every ``interval_s`` seconds, forever."""
+
+    def __init__(self, interval_s: float) -> None:
+        self._interval = timedelta(seconds=interval_s)
+
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> _ClockPartition:
+        """Create this worker's clock."""
+        return _ClockPartition(self._interval)

@@ -1,0 +1,328 @@
+"""The timeline step: apply one event to a user's :class:`Profile`, and read features off it.
+
+Events are applied in timeline order ``(timestamp, messageId)``; the user step
+(``operators/user.py``) guarantees that order whatever the arrival order, within
+the allowed lateness. Every definition here is the contract of
+``docs/features.md``, which the oracle test recomputes in batch.
+
+>>> from segstream.operators.parse import EventParser
+>>> config = FeatureConfig()
+>>> profile = Profile()
+>>> raw = (b'{"event":"Product Viewed","userId":"u1","timestamp":"2024-05-01T10:00:00Z",'
+...        b'"context":{"device":{"type":"mobile"}}}')
+>>> apply_fact(profile, fact_of(EventParser().parse(raw), config), config)
+[('awareness', 'start'), ('consideration', 'awareness->consideration')]
+>>> values = features(profile, config)
+>>> values["sessions_total"], values["product_view_1h"], values["device"], values["engagement"]
+(1, 1, 'mobile', 1.0)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from segstream.operators.events import Event
+from segstream.operators.journey import DEFAULT_JOURNEY, JourneyConfig
+from segstream.operators.windows import DAY_WINDOWS, REVENUE, ROLE_SLOTS, WINDOW_ROLES, WindowLayout
+from segstream.state.profile import Fact, Profile, TraitValue
+
+DEFAULT_HORIZONS: tuple[str, ...] = ("1h", "24h", "7d", "30d")
+"""Rolling-count horizons unless configured (``window_horizons``)."""
+
+DEFAULT_ENGAGEMENT_WEIGHTS: Mapping[str, float] = {
+    "page_view": 1.0, "product_view": 1.0, "search": 1.0, "add_to_cart": 3.0,
+    "checkout": 5.0, "purchase": 10.0, "signup": 2.0,
+}
+"""Engagement weight per role; an event without a role weighs :data:`NO_ROLE_WEIGHT`."""
+
+NO_ROLE_WEIGHT = 1.0
+SILENT_CALLS = frozenset({"identify", "alias"})
+"""Calls that say who someone is, not what they do: engagement weight 0."""
+
+MAX_TRAIT_CHARS = 200
+CONTEXT_ATTRIBUTES = ("device", "country", "channel")
+"""Profile context fields that ``required_attributes`` may name besides traits."""
+
+CART_ABANDONER = "cart_abandoner"
+NEEDS_ENRICHMENT = "needs_enrichment"
+
+
+@dataclass(frozen=True, slots=True)
+class CartTrigger:
+    """The cart-abandonment trigger (``[triggers.cart_abandoner]`` in the segments file).
+
+    Attributes:
+        views: product views needed in ``views_within_s`` up to a cart add to arm it.
+        views_within_s: that window, seconds.
+        no_purchase_for_s: the timer: seconds after the cart add without a purchase.
+
+    """
+
+    views: int = 5
+    views_within_s: float = 600.0
+    no_purchase_for_s: float = 86400.0
+
+
+@dataclass(frozen=True, slots=True)
+class FeatureConfig:
+    """Settings of the timeline step and the feature read-out."""
+
+    session_gap_s: float = 1800.0
+    windows: WindowLayout = field(default_factory=lambda: WindowLayout.build(DEFAULT_HORIZONS))
+    engagement_half_life_s: float = 7 * 86400.0
+    engagement_weights: Mapping[str, float] = field(
+        default_factory=lambda: dict(DEFAULT_ENGAGEMENT_WEIGHTS)
+    )
+    required_attributes: tuple[str, ...] = ("email", "country")
+    max_traits: int = 32
+    cart: CartTrigger = field(default_factory=CartTrigger)
+    journey: JourneyConfig = field(default_factory=lambda: JourneyConfig.from_dict(DEFAULT_JOURNEY))
+
+    def weight(self, fact: Fact) -> float:
+        """Engagement weight of one event."""
+        if fact.call in SILENT_CALLS:
+            return 0.0
+        if fact.role is None:
+            return NO_ROLE_WEIGHT
+        return self.engagement_weights.get(fact.role, NO_ROLE_WEIGHT)
+
+
+def fact_of(event: Event, config: FeatureConfig) -> Fact:
+    """Copy what the timeline needs out of an event (no dict of the event is kept)."""
+    context = event.context
+    traits = _scalar_traits(event.traits, config.max_traits) if event.traits else None
+    return Fact(
+        event.timestamp, event.message_id, event.role, event.revenue, event.type,
+        _text(context, "device", "type"), _text(context, "location", "country"),
+        _text(context, "campaign", "source"), traits,
+    )
+
+
+def apply_fact(profile: Profile, fact: Fact, config: FeatureConfig) -> list[tuple[str, str]]:
+    """Apply one on-time event, in timeline order; return the journey steps it took.
+
+    Each step is ``(phase, transition)``; the first event of a user enters the
+    initial phase with transition ``"start"``.
+    """
+    ts = fact.ts
+    previous = profile.last_seen
+    profile.events_total += 1
+    profile.on_time_total += 1
+    if profile.first_seen is None or ts < profile.first_seen:
+        profile.first_seen = ts
+
+    weight = config.weight(fact)
+    if previous is None or ts - previous > config.session_gap_s:
+        if profile.session_events == 1:
+            profile.bounces += 1
+        profile.sessions_total += 1
+        profile.session_start = ts
+        profile.session_events = 1
+    else:
+        profile.session_events += 1
+    if previous is None:
+        profile.engagement = weight
+    else:
+        decay = 2.0 ** (-(ts - previous) / config.engagement_half_life_s)
+        profile.engagement = profile.engagement * decay + weight
+    profile.last_seen = ts
+
+    role = fact.role
+    if role == "purchase":
+        profile.purchases_total += 1
+        profile.revenue_total += fact.revenue
+        profile.last_purchase = ts
+    if role in ROLE_SLOTS:
+        if not profile.buckets:
+            profile.buckets = config.windows.empty()
+        config.windows.add(profile.buckets, ts, role, fact.revenue)
+
+    if fact.device is not None:
+        profile.device = fact.device
+    if fact.country is not None:
+        profile.country = fact.country
+    if profile.channel is None and fact.channel is not None:
+        profile.channel = fact.channel
+    if fact.traits:
+        _merge_traits(profile.traits, fact.traits, config.max_traits)
+
+    _cart_step(profile, fact, config.cart)
+    return _journey_step(profile, role, config.journey)
+
+
+def apply_late(profile: Profile, fact: Fact, config: FeatureConfig) -> None:
+    """Apply a late event (policy ``apply``): order-independent aggregates only."""
+    profile.events_total += 1
+    profile.late_total += 1
+    if profile.first_seen is None or fact.ts < profile.first_seen:
+        profile.first_seen = fact.ts
+    if fact.role == "purchase":
+        profile.purchases_total += 1
+        profile.revenue_total += fact.revenue
+    if fact.role in ROLE_SLOTS:
+        if not profile.buckets:
+            profile.buckets = config.windows.empty()
+        config.windows.add(profile.buckets, fact.ts, fact.role, fact.revenue, coarsest_only=True)
+
+
+def fire_cart_timer(profile: Profile) -> None:
+    """Enter ``cart_abandoner``: the deadline passed without a purchase."""
+    profile.cart_deadline = None
+    profile.cart_member = True
+    profile.cart_abandoned_total += 1
+
+
+def completeness(profile: Profile, required: tuple[str, ...]) -> float:
+    """Share of ``required`` attributes the profile has (traits, then context fields).
+
+    >>> completeness(Profile(traits={"email": "a@b.c"}), ("email", "country"))
+    0.5
+    """
+    if not required:
+        return 1.0
+    present = sum(
+        1 for name in required
+        if name in profile.traits
+        or (name in CONTEXT_ATTRIBUTES and getattr(profile, name) is not None)
+    )
+    return present / len(required)
+
+
+def rule_segments(profile: Profile, config: FeatureConfig) -> list[str]:
+    """Rule segments this state decides, sorted (``cart_abandoner``, ``needs_enrichment``)."""
+    segments = []
+    if profile.cart_member:
+        segments.append(CART_ABANDONER)
+    if completeness(profile, config.required_attributes) < 1.0:
+        segments.append(NEEDS_ENRICHMENT)
+    return segments
+
+
+def features(profile: Profile, config: FeatureConfig, at: float | None = None) -> dict[str, Any]:
+    """Every feature of ``docs/features.md``, taken at time ``at`` (default ``last_seen``).
+
+    Counts are ints, amounts and times floats, absent values ``None``; ``traits``
+    is a dict. This is the vector the model step reads and the source of the
+    Redis profile.
+    """
+    at = profile.last_seen if at is None else at
+    values: dict[str, Any] = {
+        "events_total": profile.events_total,
+        "late_total": profile.late_total,
+        "first_seen": profile.first_seen,
+        "last_seen": profile.last_seen,
+        "sessions_total": profile.sessions_total,
+        "session_events": profile.session_events,
+        "session_length_s": (
+            0.0 if profile.session_start is None or profile.last_seen is None
+            else profile.last_seen - profile.session_start
+        ),
+        "events_per_session": _ratio(profile.on_time_total, profile.sessions_total),
+        "bounce_rate": _ratio(
+            profile.bounces + (1 if profile.session_events == 1 else 0), profile.sessions_total
+        ),
+        "purchases_total": profile.purchases_total,
+        "revenue_total": profile.revenue_total,
+    }
+    layout = config.windows
+    buckets = profile.buckets
+    for spec in layout.horizons:
+        for role in WINDOW_ROLES:
+            values[f"{role}_{spec.name}"] = (
+                layout.count(buckets, spec, at, role) if buckets and at is not None else 0
+            )
+    purchase_slot = ROLE_SLOTS["purchase"]
+    for spec in DAY_WINDOWS:
+        has = bool(buckets) and at is not None
+        values[f"purchases_{spec.name}"] = (
+            int(layout.total(buckets, spec, at, purchase_slot)) if has and at is not None else 0
+        )
+        values[f"revenue_{spec.name}"] = (
+            layout.total(buckets, spec, at, REVENUE) if has and at is not None else 0.0
+        )
+    values["aov_90d"] = _ratio(values["revenue_90d"], values["purchases_90d"])
+    values["last_purchase"] = profile.last_purchase
+    values["since_last_purchase_s"] = (
+        None if profile.last_purchase is None or at is None else at - profile.last_purchase
+    )
+    values["engagement"] = (
+        profile.engagement if at is None or profile.last_seen is None or at == profile.last_seen
+        else profile.engagement * 2.0 ** (-(at - profile.last_seen) / config.engagement_half_life_s)
+    )
+    values["device"] = profile.device
+    values["country"] = profile.country
+    values["channel"] = profile.channel
+    values["traits"] = dict(profile.traits)
+    values["completeness"] = completeness(profile, config.required_attributes)
+    values["cart_abandoned_total"] = profile.cart_abandoned_total
+    return values
+
+
+def _ratio(numerator: float, denominator: float) -> float:
+    return numerator / denominator if denominator else 0.0
+
+
+def _text(context: Mapping[str, Any], outer: str, inner: str) -> str | None:
+    holder = context.get(outer)
+    if not isinstance(holder, dict):
+        return None
+    value = holder.get(inner)
+    return value if isinstance(value, str) and value else None
+
+
+def _scalar_traits(traits: Mapping[str, Any], limit: int) -> dict[str, TraitValue] | None:
+    kept: dict[str, TraitValue] = {}
+    for name, value in traits.items():
+        if isinstance(value, str):
+            kept[name] = value[:MAX_TRAIT_CHARS]
+        elif isinstance(value, bool | int | float):
+            kept[name] = value
+        if len(kept) >= limit:
+            break
+    return kept or None
+
+
+def _merge_traits(
+    traits: dict[str, TraitValue], new: Mapping[str, TraitValue], limit: int
+) -> None:
+    for name, value in new.items():
+        if name in traits or len(traits) < limit:
+            traits[name] = value
+
+
+def _cart_step(profile: Profile, fact: Fact, cart: CartTrigger) -> None:
+    role = fact.role
+    ts = fact.ts
+    if role == "product_view":
+        views = profile.recent_views
+        views.append(ts)
+        if len(views) > cart.views:
+            del views[: len(views) - cart.views]
+    elif role == "purchase":
+        if profile.cart_deadline is not None and ts <= profile.cart_deadline:
+            profile.cart_deadline = None
+        profile.cart_member = False
+    elif (
+        role == "add_to_cart"
+        and profile.cart_deadline is None
+        and not profile.cart_member
+        and len(profile.recent_views) >= cart.views
+        and profile.recent_views[-cart.views] >= ts - cart.views_within_s
+    ):
+        profile.cart_deadline = ts + cart.no_purchase_for_s
+
+
+def _journey_step(profile: Profile, role: str | None, journey: JourneyConfig) -> list[tuple[str, str]]:
+    steps = []
+    if profile.journey is None:
+        profile.journey = journey.initial
+        profile.journey_rule = "start"
+        steps.append((journey.initial, "start"))
+    transition = journey.step(profile.journey, role, profile.headline())
+    if transition is not None:
+        profile.journey = transition.target
+        profile.journey_rule = transition.name
+        steps.append((transition.target, transition.name))
+    return steps

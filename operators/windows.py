@@ -1,0 +1,216 @@
+"""Rolling event-time windows as sparse bucketed counters (never lists of events).
+
+A horizon ``H`` (``"1h"``, ``"7d"``) is counted at a resolution ``r``: the largest
+of 60 s, 300 s, 3600 s, 86400 s that divides ``H`` at least 7 times. Buckets are
+indexed ``floor(t / r)``; an event at ``t`` is in the ``H`` window at time ``T``
+when ``b(T) - H/r < b(t) <= b(T)``. Horizons at the same resolution share one
+sparse list of buckets, so a user costs one small list per resolution, holding
+only buckets that had events, dropped once older than the longest horizon at
+that resolution.
+
+A bucket is ``[index, product_view, search, add_to_cart, checkout, purchase,
+revenue]``.
+
+>>> layout = WindowLayout.build(("1h", "24h", "7d", "30d"))
+>>> [spec.resolution for spec in layout.horizons]
+[300, 3600, 86400, 86400]
+>>> levels = layout.empty()
+>>> layout.add(levels, 100.0, "product_view", 0.0)
+>>> layout.add(levels, 4000.0, "purchase", 25.0)
+>>> layout.count(levels, layout.horizons[0], 4000.0, "product_view")  # bucket 0 is 13 buckets back
+0
+>>> layout.count(levels, layout.horizons[1], 4000.0, "product_view")
+1
+>>> layout.total(levels, DAY_WINDOWS[0], 4000.0, REVENUE)
+25.0
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+RESOLUTIONS: tuple[int, ...] = (60, 300, 3600, 86400)
+"""Bucket widths a horizon may be counted at, in seconds."""
+
+WINDOW_ROLES: tuple[str, ...] = ("product_view", "search", "add_to_cart", "checkout", "purchase")
+"""Roles that have rolling counts (``{role}_{horizon}`` features)."""
+
+ROLE_SLOTS: dict[str, int] = {role: i + 1 for i, role in enumerate(WINDOW_ROLES)}
+"""Position of each role's count in a bucket (0 is the bucket index)."""
+
+REVENUE = len(WINDOW_ROLES) + 1
+"""Position of the revenue sum in a bucket."""
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+_DURATION = re.compile(r"^\s*(\d+)\s*([smhd])\s*$")
+
+
+def parse_duration(text: str) -> int:
+    """Parse ``"90s"``, ``"10m"``, ``"24h"`` or ``"7d"`` into seconds.
+
+    >>> parse_duration("10m"), parse_duration("7d")
+    (600, 604800)
+
+    Raises:
+        ValueError: the text is not a whole number with one of the units s, m, h, d.
+
+    """
+    match = _DURATION.match(text)
+    if match is None:
+        raise ValueError(f"expected a duration like 90s, 10m, 24h or 7d, got {text!r}")
+    return int(match.group(1)) * _UNITS[match.group(2)]
+
+
+@dataclass(frozen=True, slots=True)
+class WindowSpec:
+    """One rolling horizon.
+
+    Attributes:
+        name: as written in config and in feature names (``"24h"``).
+        seconds: the horizon.
+        resolution: bucket width it is counted at.
+        span: buckets it covers (``seconds / resolution``).
+
+    """
+
+    name: str
+    seconds: int
+    resolution: int
+    span: int
+
+    @classmethod
+    def parse(cls, name: str) -> WindowSpec:
+        """Build a horizon from its name, choosing its resolution.
+
+        Raises:
+            ValueError: not a duration, or not countable at any resolution.
+
+        """
+        seconds = parse_duration(name)
+        for resolution in reversed(RESOLUTIONS):
+            if seconds % resolution == 0 and seconds // resolution >= 7:
+                return cls(name.strip(), seconds, resolution, seconds // resolution)
+        raise ValueError(
+            f"horizon {name!r} must be a multiple of 1m and at least 7m, e.g. 1h, 24h, 7d"
+        )
+
+
+DAY_WINDOWS: tuple[WindowSpec, WindowSpec] = (WindowSpec.parse("30d"), WindowSpec.parse("90d"))
+"""The frequency/monetary horizons (``purchases_30d``, ``revenue_90d``...)."""
+
+
+@dataclass(frozen=True, slots=True)
+class WindowLayout:
+    """The resolutions a user's buckets are kept at, and for how long.
+
+    Attributes:
+        horizons: the role-count horizons, in configured order.
+        resolutions: distinct bucket widths, finest first (always includes a day).
+        keep: buckets kept per resolution (the longest span at that width).
+
+    """
+
+    horizons: tuple[WindowSpec, ...]
+    resolutions: tuple[int, ...]
+    keep: tuple[int, ...]
+
+    @classmethod
+    def build(cls, horizons: Sequence[str]) -> WindowLayout:
+        """Lay out buckets for the role horizons plus the 30/90-day F/M windows.
+
+        Raises:
+            ValueError: a horizon is not a valid duration or is listed twice.
+
+        """
+        specs = tuple(WindowSpec.parse(name) for name in horizons)
+        names = [spec.name for spec in specs]
+        if len(set(names)) != len(names):
+            raise ValueError(f"horizons must be unique, got {names}")
+        keep: dict[int, int] = {}
+        for spec in (*specs, *DAY_WINDOWS):
+            keep[spec.resolution] = max(keep.get(spec.resolution, 0), spec.span)
+        resolutions = tuple(sorted(keep))
+        return cls(specs, resolutions, tuple(keep[r] for r in resolutions))
+
+    @property
+    def coarsest(self) -> int:
+        """Index of the day level (late events are counted there only)."""
+        return len(self.resolutions) - 1
+
+    def empty(self) -> list[list[list[float]]]:
+        """Return empty buckets: one list per resolution."""
+        return [[] for _ in self.resolutions]
+
+    def add(
+        self, levels: list[list[list[float]]], ts: float, role: str | None, revenue: float,
+        *, coarsest_only: bool = False,
+    ) -> None:
+        """Count one event at ``ts`` in every resolution (or only the day one).
+
+        Events of roles without windows change nothing. Buckets that fell out of
+        the kept range of ``ts`` are dropped first; so with in-order input the
+        lists stay short, and an out-of-range ``ts`` (a late event) is ignored.
+        """
+        slot = ROLE_SLOTS.get(role) if role is not None else None
+        if slot is None:
+            return
+        first = self.coarsest if coarsest_only else 0
+        for level in range(first, len(self.resolutions)):
+            resolution = self.resolutions[level]
+            buckets = levels[level]
+            index = int(ts // resolution)
+            newest = max(index, int(buckets[-1][0])) if buckets else index
+            cutoff = newest - self.keep[level]
+            if index <= cutoff:
+                continue
+            _drop_before(buckets, cutoff)
+            bucket = _bucket(buckets, index)
+            bucket[slot] += 1
+            if slot == ROLE_SLOTS["purchase"]:
+                bucket[REVENUE] += revenue
+
+    def count(
+        self, levels: list[list[list[float]]], spec: WindowSpec, at: float, role: str
+    ) -> int:
+        """Events of ``role`` in the ``spec`` window at time ``at``."""
+        return int(self.total(levels, spec, at, ROLE_SLOTS[role]))
+
+    def total(
+        self, levels: list[list[list[float]]], spec: WindowSpec, at: float, slot: int
+    ) -> float:
+        """Sum of bucket position ``slot`` over the ``spec`` window at time ``at``."""
+        buckets = levels[self.resolutions.index(spec.resolution)]
+        newest = int(at // spec.resolution)
+        oldest = newest - spec.span
+        total = 0.0
+        for bucket in reversed(buckets):
+            index = bucket[0]
+            if index <= oldest:
+                break
+            if index <= newest:
+                total += bucket[slot]
+        return total
+
+
+def _drop_before(buckets: list[list[float]], cutoff: int) -> None:
+    drop = 0
+    while drop < len(buckets) and buckets[drop][0] <= cutoff:
+        drop += 1
+    if drop:
+        del buckets[:drop]
+
+
+def _bucket(buckets: list[list[float]], index: int) -> list[float]:
+    """Return the bucket ``index``, inserting it in order if missing."""
+    if buckets and buckets[-1][0] == index:
+        return buckets[-1]
+    position = len(buckets)
+    while position and buckets[position - 1][0] > index:
+        position -= 1
+    if position and buckets[position - 1][0] == index:
+        return buckets[position - 1]
+    bucket: list[float] = [index, 0, 0, 0, 0, 0, 0.0]
+    buckets.insert(position, bucket)
+    return bucket
