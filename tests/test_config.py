@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from segstream.operators.features import CartTrigger
 from segstream.config import DEFAULT_SEGMENTS_FILE, Config, describe, load_config, load_segments
 from segstream.errors import ConfigError
 from segstream.operators.journey import DEFAULT_JOURNEY, JourneyConfig
@@ -84,6 +85,12 @@ def test_taxonomy_from_file_and_env(tmp_path: Path) -> None:
         ("fetch_wait_max_ms = 0", {}, "fetch_wait_max_ms", ">= 1"),
         ("brokers = [", {}, "config", "not valid TOML"),
         ("snapshot_interval_s = true", {}, "snapshot_interval_s", "expected a number"),
+        ('late_events = "drop"', {}, "late_events", "apply, dead_letter"),
+        ("", {"SEGSTREAM_STATE_TTL_S": "0"}, "state_ttl_s", "> 0"),
+        ('window_horizons = ["1h", "1w"]', {}, "window_horizons", "duration"),
+        ("", {"SEGSTREAM_WINDOW_HORIZONS": "1h,3m"}, "window_horizons", "at least 7m"),
+        ("max_pending_events = 0", {}, "max_pending_events", ">= 1"),
+        ("allowed_lateness_s = -5", {}, "allowed_lateness_s", ">= 0"),
     ],
 )
 def test_bad_settings_fail_naming_the_field(tmp_path: Path, text: str, env: dict[str, str],
@@ -125,6 +132,22 @@ def test_bad_segments_file_names_file_and_field(tmp_path: Path) -> None:
     assert str(path) in str(info.value)
     with pytest.raises(ConfigError, match="unknown section"):
         load_segments(write(tmp_path, "[jouney]\n", "s2.toml"))
+
+
+def test_cart_trigger_from_segments_file(tmp_path: Path) -> None:
+    """[triggers.cart_abandoner] sets the trigger; bad keys and durations name the field."""
+    assert load_segments().cart_abandoner == CartTrigger()
+    base = DEFAULT_SEGMENTS_FILE.read_text()
+    tuned = load_segments(write(tmp_path, base.replace('"24h"', '"2h"').replace(
+        "views = 5", "views = 3"), "s.toml")).cart_abandoner
+    assert tuned == CartTrigger(views=3, views_within_s=600.0, no_purchase_for_s=7200.0)
+    for old, new, field in [('"24h"', '"soon"', "triggers.cart_abandoner.no_purchase_for"),
+                            ("views = 5", "views = 0", "triggers.cart_abandoner.views"),
+                            ("views = 5", "view = 5", "triggers.cart_abandoner.view"),
+                            ("[triggers.cart_abandoner]", "[triggers.cart]", "triggers.cart")]:
+        with pytest.raises(ConfigError) as info:
+            load_segments(write(tmp_path, base.replace(old, new), "bad.toml"))
+        assert info.value.field == field
 
 
 def test_describe_lists_every_setting_with_env_name() -> None:

@@ -30,10 +30,11 @@ def messages(values: list[bytes | None], topic: str = "clickstream") -> list[Kaf
 
 
 def run_flow(items: list[object], *, workers: int = 1, recovery: RecoveryConfig | None = None,
-             epoch: timedelta = timedelta(seconds=10)) -> tuple[list[OutMessage], list[UserUpdate]]:
+             epoch: timedelta = timedelta(seconds=10),
+             config: Config = CONFIG) -> tuple[list[OutMessage], list[UserUpdate]]:
     kafka_out: list[OutMessage] = []
     redis_out: list[UserUpdate] = []
-    flow = build_flow(CONFIG, source=TestingSource(items),
+    flow = build_flow(config, source=TestingSource(items),
                       sinks=Sinks(kafka=TestingSink(kafka_out), redis=TestingSink(redis_out)))
     if workers == 1:
         run_main(flow, epoch_interval=epoch, recovery_config=recovery)
@@ -190,3 +191,30 @@ def test_consumer_errors_are_dead_lettered() -> None:
     assert headers["segstream.reason"] == b"source_error"
     assert headers["segstream.source"] == b"clickstream/3/9"
     assert [u.user_id for u in updates] == ["u1"]
+
+
+@pytest.mark.parametrize("policy", ["apply", "dead_letter"])
+def test_late_events_follow_the_policy(policy: str) -> None:
+    """An event more than allowed_lateness_s behind its partition is applied or dead-lettered."""
+    from segstream.metrics import LATE_EVENTS  # noqa: PLC0415
+
+    before = LATE_EVENTS.labels(policy)._value.get()
+    on_time = track("u1", "Product Viewed", 30)
+    within = track("u1", "Product Viewed", 21)  # 9 s behind: still on time
+    late = track("u1", "Order Completed", 5, revenue=3)  # 25 s behind
+    config = Config(allowed_lateness_s=10.0, late_events=policy)
+    out, updates = run_flow(messages([on_time, within, late]), config=config)
+    dead = [m for m in out if m.topic == CONFIG.dlq_topic]
+    assert LATE_EVENTS.labels(policy)._value.get() - before == 1
+    final = updates[-1].profile
+    if policy == "dead_letter":
+        assert [m.value for m in dead] == [late]
+        headers = dict(dead[0].headers)
+        assert headers["segstream.reason"] == b"late"
+        assert b"allowed lateness 10 s" in headers["segstream.detail"]
+        assert (final["events_total"], final["late_total"], final["purchases_total"]) == ("2", "0", "0")
+    else:
+        assert dead == []
+        assert (final["events_total"], final["late_total"], final["purchases_total"]) == ("3", "1", "1")
+        assert final["first_seen"] == "2024-05-01T10:00:05.000Z"
+        assert final["sessions_total"] == "1"

@@ -133,3 +133,42 @@ def test_unreachable_redis_raises_after_retrying() -> None:
     store = RedisStore.from_url(f"redis://127.0.0.1:{free_port()}/0", "r:", retry_s=0.5)
     with pytest.raises(redis.ConnectionError):
         store.apply([update(1, 1, [])])
+
+
+def exit_(version: int, segment: str) -> Change:
+    return Change("u1", "rule", segment, "exit", None, 0.0, version, "timer:evict")
+
+
+def test_eviction_deletes_profile_and_memberships(store: RedisStore) -> None:
+    """An eviction removes the hash and, through its exits, the member-set entries."""
+    store.apply([update(1, 1, [enter(1, "awareness", None),
+                               Change("u1", "rule", "needs_enrichment", "enter", None, 0.0, 2, "m")])])
+    evicted = UserUpdate("u1", 4, 1, {}, (
+        Change("u1", "journey", "journey:awareness", "exit", None, 0.0, 3, "timer:evict"),
+        exit_(4, "needs_enrichment")), evicted=True)
+    assert store.apply([evicted]) == 1
+    assert store.profile("u1") == {}
+    assert store.segments() == {}
+
+
+def test_replayed_eviction_never_deletes_a_newer_life(store: RedisStore) -> None:
+    """After a crash the eviction replays: the user's newer profile stays."""
+    evicted = UserUpdate("u1", 4, 1, {}, (exit_(4, "needs_enrichment"),), evicted=True)
+    newer = update(10, 1, [Change("u1", "rule", "needs_enrichment", "enter", None, 0.0, 10, "m")])
+    store.apply([evicted, newer])
+    assert store.apply([evicted]) == 0
+    assert store.profile("u1")["version"] == "10"
+    assert store.members("needs_enrichment") == {"u1"}
+
+
+def test_sink_never_folds_updates_across_an_eviction() -> None:
+    """merge_updates keeps before / eviction / after apart, and folds the rest per user."""
+    from segstream.flows.connectors import merge_updates  # noqa: PLC0415
+
+    a1, a2 = update(1, 1, [enter(1, "a", None)]), update(2, 2, [enter(2, "b", "a")])
+    gone = UserUpdate("u1", 3, 2, {}, (exit_(3, "journey:b"),), evicted=True)
+    back = update(9, 1, [enter(9, "a", None)])
+    again = update(10, 2, [enter(10, "b", "a")])
+    merged = merge_updates([a1, a2, gone, back, again])
+    assert [(u.version, u.evicted, [c.version for c in u.changes]) for u in merged] == [
+        (2, False, [1, 2]), (3, True, [3]), (10, False, [9, 10])]

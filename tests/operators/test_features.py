@@ -1,0 +1,109 @@
+"""The timeline step: sessions, engagement, context, traits, completeness, the cart trigger."""
+
+from __future__ import annotations
+
+import math
+
+from segstream.operators.features import (
+    CartTrigger,
+    FeatureConfig,
+    apply_fact,
+    apply_late,
+    completeness,
+    features,
+    rule_segments,
+)
+from segstream.state.profile import Fact, Profile
+
+CONFIG = FeatureConfig()
+
+
+def fact(ts: float, role: str | None = None, *, mid: str = "m", call: str = "track",
+         revenue: float = 0.0, device: str | None = None, country: str | None = None,
+         channel: str | None = None, traits: dict | None = None) -> Fact:
+    return Fact(ts, mid, role, revenue, call, device, country, channel, traits)
+
+
+def profile_of(*facts: Fact, config: FeatureConfig = CONFIG) -> Profile:
+    profile = Profile()
+    for f in facts:
+        apply_fact(profile, f, config)
+    return profile
+
+
+def test_sessions_bounces_and_lengths() -> None:
+    """Three sessions (gap > 30 min): one bounce finished, the current one of 2 events."""
+    p = profile_of(fact(0), fact(4000), fact(4100), fact(4200), fact(9000), fact(9060))
+    values = features(p, CONFIG)
+    assert (values["sessions_total"], values["session_events"], values["session_length_s"]) == (3, 2, 60.0)
+    assert values["bounce_rate"] == 1 / 3
+    assert values["events_per_session"] == 2.0
+
+
+def test_a_gap_of_exactly_the_session_gap_stays_in_the_session() -> None:
+    assert features(profile_of(fact(0), fact(1800)), CONFIG)["sessions_total"] == 1
+    assert features(profile_of(fact(0), fact(1800.001)), CONFIG)["sessions_total"] == 2
+
+
+def test_engagement_decays_by_half_life_and_weighs_roles() -> None:
+    """A purchase (10) a half-life before a view (1): 10 / 2 + 1; identify weighs nothing."""
+    week = CONFIG.engagement_half_life_s
+    p = profile_of(fact(0, "purchase"), fact(week, "product_view"), fact(week, call="identify"))
+    assert math.isclose(features(p, CONFIG)["engagement"], 6.0, rel_tol=1e-12)
+    assert math.isclose(features(p, CONFIG, at=2 * week)["engagement"], 3.0, rel_tol=1e-12)
+
+
+def test_context_latest_device_country_and_first_touch_channel() -> None:
+    p = profile_of(fact(1, device="mobile", channel="ads"), fact(2, country="DE"),
+                   fact(3, device="desktop", channel="email"))
+    values = features(p, CONFIG)
+    assert (values["device"], values["country"], values["channel"]) == ("desktop", "DE", "ads")
+
+
+def test_traits_merge_later_wins_and_is_bounded() -> None:
+    config = FeatureConfig(max_traits=2)
+    p = profile_of(fact(1, traits={"email": "a@x", "plan": "free"}),
+                   fact(2, traits={"plan": "pro", "name": "Ann"}), config=config)
+    assert p.traits == {"email": "a@x", "plan": "pro"}  # a third key does not fit
+
+
+def test_completeness_reads_traits_then_context() -> None:
+    p = profile_of(fact(1, traits={"email": "a@x"}))
+    assert completeness(p, ("email", "country")) == 0.5
+    assert rule_segments(p, CONFIG) == ["needs_enrichment"]
+    p = profile_of(fact(1, traits={"email": "a@x"}, country="FR"))
+    assert completeness(p, ("email", "country")) == 1.0
+    assert rule_segments(p, CONFIG) == []
+    assert completeness(p, ()) == 1.0
+
+
+def test_purchase_features_and_aov() -> None:
+    p = profile_of(fact(0, "purchase", revenue=30.0), fact(86400 * 40, "purchase", revenue=10.0),
+                   fact(86400 * 40 + 60, "page_view"))
+    values = features(p, CONFIG)
+    assert (values["purchases_30d"], values["purchases_90d"]) == (1, 2)
+    assert (values["revenue_30d"], values["revenue_90d"], values["aov_90d"]) == (10.0, 40.0, 20.0)
+    assert values["since_last_purchase_s"] == 60.0
+
+
+def test_late_events_touch_aggregates_only() -> None:
+    p = profile_of(fact(100_000, "page_view", device="mobile"))
+    apply_late(p, fact(50_000, "purchase", revenue=5.0, device="tv"), CONFIG)
+    values = features(p, CONFIG)
+    assert (values["events_total"], values["late_total"], values["purchases_total"]) == (2, 1, 1)
+    assert (values["first_seen"], values["last_seen"], values["device"]) == (50_000, 100_000, "mobile")
+    assert (values["purchase_1h"], values["purchase_7d"], values["sessions_total"]) == (0, 1, 1)
+
+
+def test_cart_trigger_arms_on_views_within_the_window() -> None:
+    cart = CartTrigger(views=3, views_within_s=100, no_purchase_for_s=50)
+    config = FeatureConfig(cart=cart)
+    views = [fact(t, "product_view", mid=f"v{t}") for t in (0, 40, 90)]
+    armed = profile_of(*views, fact(100, "add_to_cart"), config=config)
+    assert armed.cart_deadline == 150
+    too_old = profile_of(*views, fact(101, "add_to_cart"), config=config)  # first view 101 s back
+    assert too_old.cart_deadline is None
+    bought = profile_of(*views, fact(100, "add_to_cart"), fact(150, "purchase"), config=config)
+    assert bought.cart_deadline is None  # a purchase at the deadline still cancels
+    late_buy = profile_of(*views, fact(100, "add_to_cart"), fact(151, "purchase"), config=config)
+    assert late_buy.cart_deadline == 150  # after the deadline: the timer fires first
