@@ -21,12 +21,13 @@ from bytewax.inputs import Source
 from bytewax.operators import StatefulBatchLogic
 from bytewax.outputs import Sink
 from segstream.flows.connectors import KafkaOutSink, OutMessage, RedisSink, kafka_source
-from segstream.flows.timers import ClockSource, TimerWheels
+from segstream.flows.timers import ClockSource, WorkerState, WorkerStates
 from segstream.operators.changes import change_key, change_value, dead_letter_headers
-from segstream.operators.event_time import PartitionWatermark, Stamped, Tick, TimerWheel
+from segstream.operators.event_time import PartitionWatermark, Stamped, Tick
 from segstream.operators.events import Event, Reason, Rejected, iso_utc
 from segstream.operators.features import FeatureConfig
 from segstream.operators.parse import EventParser
+from segstream.operators.rfm import RfmInputs
 from segstream.operators.user import UserConfig, UserLogic, UserUpdate
 from segstream.operators.windows import WindowLayout
 
@@ -181,13 +182,15 @@ class _ParseStep(StatefulBatchLogic[SourceItem, "Stamped | Rejected", float]):
 class _UserStep(StatefulBatchLogic["Stamped | Tick", UserUpdate, bytes]):
     """Bytewax shim around :class:`UserLogic`; keeps the worker's timer wheel up to date."""
 
-    __slots__ = ("logic", "wheel", "lateness_s")
+    __slots__ = ("logic", "wheel", "population", "lateness_s")
 
-    def __init__(self, logic: UserLogic, wheel: TimerWheel, lateness_s: float) -> None:
+    def __init__(self, logic: UserLogic, worker: WorkerState, lateness_s: float) -> None:
         self.logic = logic
-        self.wheel = wheel
+        self.wheel = worker.wheel
+        self.population = worker.population
         self.lateness_s = lateness_s
         USERS_IN_STATE.inc()
+        self.population.replace(None, logic.rfm)
         self._schedule()
 
     def on_batch(self, values: list[Stamped | Tick]) -> tuple[list[UserUpdate], bool]:
@@ -196,7 +199,8 @@ class _UserStep(StatefulBatchLogic["Stamped | Tick", UserUpdate, bytes]):
             if isinstance(item, Stamped):
                 # The partition's watermark after this event.
                 observe(item.clock, max(item.watermark, item.event.timestamp - lateness))
-        return self._done(self.logic.on_items(values))
+        rfm = self.logic.rfm
+        return self._done(self.logic.on_items(values), rfm)
 
     def on_eof(self) -> tuple[list[UserUpdate], bool]:
         # End of a bounded input: settle to the latest watermark of the user's
@@ -207,17 +211,23 @@ class _UserStep(StatefulBatchLogic["Stamped | Tick", UserUpdate, bytes]):
         watermark = self.wheel.watermarks.get(timer[1])
         if watermark is None or watermark <= timer[0]:
             return [], StatefulBatchLogic.RETAIN
-        return self._done(self.logic.on_watermark(watermark))
+        return self._done(self.logic.on_watermark(watermark), self.logic.rfm)
 
     def snapshot(self) -> bytes:
         snap = self.logic.snapshot()
         assert snap is not None, "an evicted user's logic is discarded, never snapshotted"
         return snap
 
-    def _done(self, updates: list[UserUpdate]) -> tuple[list[UserUpdate], bool]:
+    def _done(
+        self, updates: list[UserUpdate], rfm_before: RfmInputs | None
+    ) -> tuple[list[UserUpdate], bool]:
+        rfm = self.logic.rfm
+        self.population.replace(rfm_before, rfm)
         for update in updates:
             if update.evicted:
                 EVICTIONS.inc()
+            else:
+                update.profile["rfm"] = self.population.score(rfm)
         self._schedule()
         if self.logic.data is None:
             USERS_IN_STATE.dec()
@@ -281,7 +291,7 @@ def build_flow(
     lateness, late_events = config.allowed_lateness_s, config.late_events
     if sinks is None:
         sinks = Sinks(kafka=KafkaOutSink(config), redis=RedisSink(config))
-    wheels = TimerWheels()
+    workers = WorkerStates()
     if clock_interval_s is None and source is None and tail:
         clock_interval_s = config.timer_tick_s
 
@@ -292,7 +302,7 @@ def build_flow(
         return _ParseStep(parser, clock, late_events)
 
     def user_step(resume: bytes | None) -> _UserStep:
-        return _UserStep(UserLogic.build(users, resume), wheels.mine(), lateness)
+        return _UserStep(UserLogic.build(users, resume), workers.mine(), lateness)
 
     flow = Dataflow("segstream")
     raw = op.input("clickstream", flow, source or kafka_source(config, tail=tail))
@@ -307,7 +317,7 @@ def build_flow(
     # (user_id, Stamped)
     if clock_interval_s:
         polls = op.input("clock", flow, ClockSource(clock_interval_s))
-        ticks = op.flat_map_batch("due_timers", polls, wheels.due_ticks)
+        ticks = op.flat_map_batch("due_timers", polls, workers.due_ticks)
         # (user_id, Tick)
         to_users = op.merge("events_and_ticks", to_users, ticks)
     updates = op.stateful_batch("user_state", to_users, user_step)

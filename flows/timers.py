@@ -19,33 +19,47 @@ thread, and a tick always follows the events whose watermark it carries.
 from __future__ import annotations
 
 import threading
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from bytewax.inputs import DynamicSource, StatelessSourcePartition
 from segstream.operators.event_time import Tick, TimerWheel
+from segstream.operators.rfm import RfmPopulation
 
 from segstream.metrics import TIMER_TICKS
 
 
-class TimerWheels:
-    """The wheels of one dataflow, one per worker thread (not shared between flows)."""
+@dataclass(slots=True)
+class WorkerState:
+    """What one worker keeps beside Bytewax state: its timer wheel and its RFM population.
+
+    Neither is in recovery snapshots: both are rebuilt from the users' snapshots
+    when a worker resumes (Bytewax rebuilds every user at start-up).
+    """
+
+    wheel: TimerWheel = field(default_factory=TimerWheel)
+    population: RfmPopulation = field(default_factory=RfmPopulation)
+
+
+class WorkerStates:
+    """The worker states of one dataflow, one per worker thread (not shared between flows)."""
 
     def __init__(self) -> None:
-        self._by_thread: dict[int, TimerWheel] = {}
+        self._by_thread: dict[int, WorkerState] = {}
         self._lock = threading.Lock()
 
-    def mine(self) -> TimerWheel:
-        """Return the calling worker thread's wheel."""
+    def mine(self) -> WorkerState:
+        """Return the calling worker thread's state."""
         ident = threading.get_ident()
-        wheel = self._by_thread.get(ident)
-        if wheel is None:
+        state = self._by_thread.get(ident)
+        if state is None:
             with self._lock:
-                wheel = self._by_thread.setdefault(ident, TimerWheel())
-        return wheel
+                state = self._by_thread.setdefault(ident, WorkerState())
+        return state
 
     def due_ticks(self, _polls: list[None]) -> list[tuple[str, Tick]]:
         """Pop this worker's due users as ``(user key, Tick)`` (the ``due_timers`` step)."""
-        due = self.mine().due()
+        due = self.mine().wheel.due()
         if due:
             TIMER_TICKS.inc(len(due))
         return due

@@ -41,6 +41,7 @@ from __future__ import annotations
 from bisect import insort
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 import orjson
 from segstream.operators.event_time import Stamped, Tick
@@ -54,6 +55,7 @@ from segstream.operators.features import (
     fire_cart_timer,
     rule_segments,
 )
+from segstream.operators.rfm import RfmInputs
 from segstream.state.profile import NO_WATERMARK, Fact, Profile, UserState
 
 JOURNEY = "journey"
@@ -116,7 +118,7 @@ class UserUpdate:
 class UserLogic:
     """Stateful logic of one user key; holds its state as snapshot bytes between batches."""
 
-    __slots__ = ("config", "data", "key", "timer")
+    __slots__ = ("config", "data", "key", "timer", "rfm")
 
     def __init__(self, config: UserConfig, data: bytes | None) -> None:
         self.config = config
@@ -125,6 +127,8 @@ class UserLogic:
         """The user key, known once a snapshot or an event came."""
         self.timer: tuple[float, str] | None = None
         """Earliest deadline and the partition whose watermark fires it."""
+        self.rfm: RfmInputs | None = None
+        """What the user adds to the RFM population (``None`` for a non-buyer)."""
 
     @classmethod
     def build(cls, config: UserConfig, resume: bytes | None) -> UserLogic:
@@ -134,6 +138,9 @@ class UserLogic:
             state = UserState.from_bytes(resume)
             logic.key = state.user_id
             logic.timer = _next_timer(state, config)
+            view = _view(state, config)
+            if view.last_purchase is not None:
+                logic.rfm = rfm_inputs(features(view, config.features))
         return logic
 
     def on_items(self, items: Iterable[Stamped | Tick]) -> list[UserUpdate]:
@@ -166,6 +173,10 @@ class UserLogic:
             self.timer = (
                 None if run.state is None else _next_timer(run.state, self.config, run.view)
             )
+        if run.state is None:
+            self.rfm = None
+        elif run.published is not None:
+            self.rfm = rfm_inputs(run.published)
         return run.updates
 
 
@@ -176,13 +187,28 @@ def _next_timer(state: UserState, config: UserConfig, view: Profile | None = Non
     Settling pending events may cancel or move a deadline, so the earlier of
     the two never misses a timer (at worst it wakes the user once for nothing).
     """
-    if view is None and state.pending:
-        view = state.settled.copy()
-        for fact in state.pending:
-            apply_fact(view, fact, config.features)
+    if view is None:
+        view = _view(state, config)
     candidates = [due for due in (_due(state.settled, config),
                                   None if view is None else _due(view, config)) if due]
     return (min(candidates)[0], state.clock) if candidates else None
+
+
+def _view(state: UserState, config: UserConfig) -> Profile:
+    """Return the settled profile with the pending events applied (a copy if there are any)."""
+    if not state.pending:
+        return state.settled
+    view = state.settled.copy()
+    for fact in state.pending:
+        apply_fact(view, fact, config.features)
+    return view
+
+
+def rfm_inputs(values: dict[str, Any]) -> RfmInputs | None:
+    """Return what a user's features add to the RFM population (``None``: no purchase)."""
+    if values["last_purchase"] is None:
+        return None
+    return RfmInputs(values["last_purchase"], values["purchases_90d"], values["revenue_90d"])
 
 
 def _due(profile: Profile, config: UserConfig) -> tuple[float, str] | None:
@@ -199,7 +225,8 @@ def _due(profile: Profile, config: UserConfig) -> tuple[float, str] | None:
 class _Run:
     """One batch of one user: the decoded state, the current view, and the output."""
 
-    __slots__ = ("config", "state", "view", "changes", "updates", "touched", "applied", "retired")
+    __slots__ = ("config", "state", "view", "changes", "updates", "touched", "applied", "retired",
+                 "published")
 
     def __init__(self, config: UserConfig, state: UserState | None) -> None:
         self.config = config
@@ -210,6 +237,7 @@ class _Run:
         self.touched = False  # the state changed: encode it again
         self.applied = False  # an event was applied: publish the profile
         self.retired = 0  # last version of a life evicted in this batch
+        self.published: dict[str, Any] | None = None  # features of the last profile output
 
     # --- the two inputs ---------------------------------------------------------
 
@@ -393,9 +421,11 @@ class _Run:
         if state is None or not (self.applied or self.changes):
             return
         view = self._current()
+        values = features(view, self.config.features)
+        self.published = values
         self.updates.append(UserUpdate(
             state.user_id, state.version, view.events_total,
-            profile_fields(view, state, self.config.features), tuple(self.changes),
+            profile_fields(values, state), tuple(self.changes),
         ))
         self.changes = []
 
@@ -416,19 +446,21 @@ def _new_state(user_id: str, created: float, version: int) -> UserState:
     return UserState(user_id, version=base)
 
 
-def profile_fields(view: Profile, state: UserState, config: FeatureConfig) -> dict[str, str]:
-    """Return the Redis profile hash fields of a user (``updated_at`` is the sink's).
+def profile_fields(values: dict[str, Any], state: UserState) -> dict[str, str]:
+    """Return the Redis profile hash of a user from its :func:`features`.
 
-    >>> fields = profile_fields(Profile(events_total=2, first_seen=0.0, last_seen=60.0),
-    ...                         UserState("u1"), FeatureConfig())
+    ``updated_at`` is the sink's to add, ``rfm`` the population's (empty here).
+
+    >>> profile = Profile(events_total=2, first_seen=0.0, last_seen=60.0)
+    >>> fields = profile_fields(features(profile, FeatureConfig()), UserState("u1"))
     >>> fields["events_total"], fields["last_seen"], fields["segments"], fields["traits"]
     ('2', '1970-01-01T00:01:00.000Z', '[]', '{}')
     """
-    values = features(view, config)
     out = {
         "journey": state.published_journey or "",
         "segments": orjson.dumps(state.published_segments).decode(),
         "version": str(state.version),
+        "rfm": "",
     }
     for name, value in values.items():
         if value is None:

@@ -43,7 +43,7 @@ PROFILE_FIELDS = {
     "bounce_rate", "purchases_total", "revenue_total", "purchases_30d", "purchases_90d",
     "revenue_30d", "revenue_90d", "aov_90d", "last_purchase", "since_last_purchase_s",
     "engagement", "device", "country", "channel", "traits", "completeness",
-    "cart_abandoned_total",
+    "cart_abandoned_total", "rfm",
     *(f"{role}_{h}" for role in ("product_view", "search", "add_to_cart", "checkout", "purchase")
       for h in ("1h", "24h", "7d", "30d")),
 }
@@ -113,7 +113,7 @@ def test_scripted_journey(pipeline: Config, kafka_broker: TansuBroker, redis_ser
         "journey", "segments", "version", "events_total", "sessions_total", "purchases_total",
         "revenue_total", "first_seen", "last_seen", "session_events", "purchase_24h",
         "product_view_1h", "aov_90d", "device", "country", "channel", "traits", "completeness",
-        "last_purchase", "since_last_purchase_s", "bounce_rate")} == {
+        "last_purchase", "since_last_purchase_s", "bounce_rate", "rfm")} == {
         "journey": "retention", "segments": "[]", "version": str(a + 4), "events_total": "5",
         "sessions_total": "2", "purchases_total": "2", "revenue_total": "50.0",
         "first_seen": "2024-05-01T10:00:00.000Z", "last_seen": "2024-05-01T12:01:30.000Z",
@@ -121,7 +121,7 @@ def test_scripted_journey(pipeline: Config, kafka_broker: TansuBroker, redis_ser
         "device": "mobile", "country": "DE", "channel": "newsletter",
         "traits": '{"email":"alice@example.com"}', "completeness": "1.0",
         "last_purchase": "2024-05-01T12:01:30.000Z", "since_last_purchase_s": "0.0",
-        "bounce_rate": "0.5",
+        "bounce_rate": "0.5", "rfm": "333",  # a lone buyer is the median of every dimension
     }
     assert store.profile("bob")["events_total"] == "2"
     assert store.profile("bob")["segments"] == '["needs_enrichment"]'

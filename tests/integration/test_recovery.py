@@ -46,6 +46,10 @@ def redis_state(url: str, prefix: str) -> tuple[dict, dict]:
     for user in store.user_ids():
         profile = store.profile(user)
         profile.pop("updated_at")  # wall-clock time of the write, differs between runs
+        # The RFM score ranks a user against the population as of the last rank
+        # refresh (every 1 % of changes, counted since the process started), so
+        # a resumed run may read ranks one refresh apart; it must still be a score.
+        assert profile.pop("rfm") in {""} | {f"{r}{f}{m}" for r in "12345" for f in "12345" for m in "12345"}
         profiles[user] = profile
     segments = {k: v for k, v in store.segments().items() if v}
     store.close()
