@@ -24,7 +24,7 @@ from bytewax.testing import run_main
 from segstream.config import load_config
 from segstream.flows.connectors import KafkaOutSink, OutMessage, kafka_source
 from segstream.flows.segmentation import build_flow, parse_batch
-from segstream.operators.events import Event
+from segstream.operators.event_time import PartitionWatermark, Stamped
 from segstream.operators.parse import EventParser
 from segstream.services import RedisServer, TansuBroker
 from segstream.tools.generate import generate
@@ -32,10 +32,12 @@ from segstream.tools.generate import generate
 
 def passthrough_flow(config) -> Dataflow:  # type: ignore[no-untyped-def]
     parser = EventParser(taxonomy=config.taxonomy)
+    clock = PartitionWatermark(config.allowed_lateness_s)  # one partition: one clock
     flow = Dataflow("passthrough")
     raw = op.input("in", flow, kafka_source(config, tail=False))
-    parsed = op.flat_map_batch("parse", raw, lambda b: parse_batch(parser, b))
-    out = op.map("out", parsed, lambda e: OutMessage(config.output_topic, e.key.encode() if isinstance(e, Event) else None, b"{}"))
+    parsed = op.flat_map_batch("parse", raw, lambda b: parse_batch(parser, b, clock))
+    out = op.map("out", parsed, lambda e: OutMessage(
+        config.output_topic, e.event.key.encode() if isinstance(e, Stamped) else None, b"{}"))
     op.output("kafka", out, KafkaOutSink(config))
     return flow
 

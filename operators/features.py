@@ -45,6 +45,7 @@ MAX_TRAIT_CHARS = 200
 CONTEXT_ATTRIBUTES = ("device", "country", "channel")
 """Profile context fields that ``required_attributes`` may name besides traits."""
 
+PURCHASE_SLOT = ROLE_SLOTS["purchase"]
 CART_ABANDONER = "cart_abandoner"
 NEEDS_ENRICHMENT = "needs_enrichment"
 
@@ -227,21 +228,22 @@ def features(profile: Profile, config: FeatureConfig, at: float | None = None) -
         "revenue_total": profile.revenue_total,
     }
     layout = config.windows
-    buckets = profile.buckets
-    for spec in layout.horizons:
-        for role in WINDOW_ROLES:
-            values[f"{role}_{spec.name}"] = (
-                layout.count(buckets, spec, at, role) if buckets and at is not None else 0
-            )
-    purchase_slot = ROLE_SLOTS["purchase"]
-    for spec in DAY_WINDOWS:
-        has = bool(buckets) and at is not None
-        values[f"purchases_{spec.name}"] = (
-            int(layout.total(buckets, spec, at, purchase_slot)) if has and at is not None else 0
-        )
-        values[f"revenue_{spec.name}"] = (
-            layout.total(buckets, spec, at, REVENUE) if has and at is not None else 0.0
-        )
+    role_names, fm_names = _window_names(layout)
+    if profile.buckets and at is not None:
+        sums = layout.sums(profile.buckets, at)
+        for names, sum_ in zip(role_names, sums, strict=False):
+            for name, slot in names:
+                values[name] = int(sum_[slot])
+        for (purchases, revenue), sum_ in zip(fm_names, sums[len(role_names):], strict=True):
+            values[purchases] = int(sum_[PURCHASE_SLOT])
+            values[revenue] = sum_[REVENUE]
+    else:
+        for names in role_names:
+            for name, _slot in names:
+                values[name] = 0
+        for purchases, revenue in fm_names:
+            values[purchases] = 0
+            values[revenue] = 0.0
     values["aov_90d"] = _ratio(values["revenue_90d"], values["purchases_90d"])
     values["last_purchase"] = profile.last_purchase
     values["since_last_purchase_s"] = (
@@ -258,6 +260,26 @@ def features(profile: Profile, config: FeatureConfig, at: float | None = None) -
     values["completeness"] = completeness(profile, config.required_attributes)
     values["cart_abandoned_total"] = profile.cart_abandoned_total
     return values
+
+
+_NAMES: dict[tuple[str, ...], tuple[Any, Any]] = {}
+
+
+def _window_names(
+    layout: WindowLayout,
+) -> tuple[tuple[tuple[tuple[str, int], ...], ...], tuple[tuple[str, str], ...]]:
+    """Feature names of the windows: ``(name, bucket slot)`` per horizon, and the F/M pairs."""
+    key = tuple(spec.name for spec in layout.horizons)
+    cached = _NAMES.get(key)
+    if cached is not None:
+        return cached  # type: ignore[no-any-return]
+    roles = tuple(
+        tuple((f"{role}_{spec.name}", ROLE_SLOTS[role]) for role in WINDOW_ROLES)
+        for spec in layout.horizons
+    )
+    fm = tuple((f"purchases_{spec.name}", f"revenue_{spec.name}") for spec in DAY_WINDOWS)
+    _NAMES[key] = (roles, fm)
+    return roles, fm
 
 
 def _ratio(numerator: float, denominator: float) -> float:

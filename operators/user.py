@@ -467,10 +467,10 @@ def profile_fields(values: dict[str, Any], state: UserState) -> dict[str, str]:
             out[name] = ""
         elif name in _ISO_FIELDS:
             out[name] = iso_utc(value)
+        elif value.__class__ is float:
+            out[name] = repr(value)
         elif name == "traits":
             out[name] = orjson.dumps(value).decode()
-        elif isinstance(value, float):
-            out[name] = repr(value)
         else:
             out[name] = str(value)
     return out

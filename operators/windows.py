@@ -115,6 +115,8 @@ class WindowLayout:
     horizons: tuple[WindowSpec, ...]
     resolutions: tuple[int, ...]
     keep: tuple[int, ...]
+    nested: tuple[tuple[tuple[int, int], ...], ...] = ()
+    """Per resolution, ``(span, index in (*horizons, *DAY_WINDOWS))`` by span (for :meth:`sums`)."""
 
     @classmethod
     def build(cls, horizons: Sequence[str]) -> WindowLayout:
@@ -132,7 +134,12 @@ class WindowLayout:
         for spec in (*specs, *DAY_WINDOWS):
             keep[spec.resolution] = max(keep.get(spec.resolution, 0), spec.span)
         resolutions = tuple(sorted(keep))
-        return cls(specs, resolutions, tuple(keep[r] for r in resolutions))
+        every = (*specs, *DAY_WINDOWS)
+        nested = tuple(
+            tuple(sorted((spec.span, i) for i, spec in enumerate(every) if spec.resolution == r))
+            for r in resolutions
+        )
+        return cls(specs, resolutions, tuple(keep[r] for r in resolutions), nested)
 
     @property
     def coarsest(self) -> int:
@@ -192,6 +199,34 @@ class WindowLayout:
             if index <= newest:
                 total += bucket[slot]
         return total
+
+
+    def sums(self, levels: list[list[list[float]]], at: float) -> list[list[float]]:
+        """Bucket sums of every role horizon, then of :data:`DAY_WINDOWS`, at time ``at``.
+
+        One pass per resolution, newest bucket first, with the horizons at that
+        resolution nested by span. Each result is a bucket-shaped list (position
+        0 unused), in the order ``(*horizons, *DAY_WINDOWS)``.
+        """
+        out: list[list[float]] = [[] for _ in range(len(self.horizons) + len(DAY_WINDOWS))]
+        for level, resolution in enumerate(self.resolutions):
+            nested = self.nested[level]
+            newest = int(at // resolution)
+            running = [0.0] * (REVENUE + 1)
+            j = 0
+            for bucket in reversed(levels[level]) if levels else ():
+                age = newest - bucket[0]
+                if age < 0:
+                    continue
+                while j < len(nested) and age >= nested[j][0]:
+                    out[nested[j][1]] = running[:]
+                    j += 1
+                if j == len(nested):
+                    break
+                running = [a + b for a, b in zip(running, bucket, strict=True)]
+            for _span, i in nested[j:]:
+                out[i] = running[:]
+        return out
 
 
 def _drop_before(buckets: list[list[float]], cutoff: int) -> None:

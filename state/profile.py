@@ -25,6 +25,7 @@ True
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
+from operator import attrgetter
 from typing import NamedTuple
 
 import orjson
@@ -113,7 +114,7 @@ class Profile:
 
     def copy(self) -> Profile:
         """Return an independent copy (the mutable parts are copied too)."""
-        clone = Profile(*(getattr(self, name) for name in _PROFILE_FIELDS))
+        clone = Profile(*_profile_values(self))
         clone.buckets = [[bucket[:] for bucket in level] for level in self.buckets]
         clone.traits = dict(self.traits)
         clone.recent_views = self.recent_views[:]
@@ -161,7 +162,7 @@ class UserState:
             self.published_segments,
             None if self.watermark == NO_WATERMARK else self.watermark,
             self.clock, [tuple(fact) for fact in self.pending],
-            *(getattr(settled, name) for name in _PROFILE_FIELDS),
+            *_profile_values(settled),
         ])
 
     @classmethod
@@ -194,5 +195,6 @@ class UserState:
 
 
 _PROFILE_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(Profile))
+_profile_values = attrgetter(*_PROFILE_FIELDS)
 _HEAD = 7  # values before the profile's: user_id .. pending
 
