@@ -272,7 +272,7 @@ def _window_names(
     key = tuple(spec.name for spec in layout.horizons)
     cached = _NAMES.get(key)
     if cached is not None:
-        return cached  # type: ignore[no-any-return]
+        return cached
     roles = tuple(
         tuple((f"{role}_{spec.name}", ROLE_SLOTS[role]) for role in WINDOW_ROLES)
         for spec in layout.horizons

@@ -99,7 +99,7 @@ class RfmPopulation:
     def _refresh(self) -> None:
         self._changes = 0
         self._snapshot_total = self._total
-        self._ranks = tuple(_ranks(hist) for hist in self._hist)  # type: ignore[assignment]
+        self._ranks = tuple(_ranks(hist) for hist in self._hist)
 
 
 def _ranks(hist: Counter[int]) -> tuple[list[int], list[int]]:
