@@ -223,3 +223,21 @@ def test_late_events_follow_the_policy(policy: str) -> None:
         assert (final["events_total"], final["late_total"], final["purchases_total"]) == ("3", "1", "1")
         assert final["first_seen"] == "2024-05-01T10:00:05.000Z"
         assert final["sessions_total"] == "1"
+
+
+def test_eviction_metrics_and_discarded_state() -> None:
+    """An idle user is evicted at the end of a bounded input: counted, and its state dropped."""
+    from segstream.metrics import EVICTIONS, USERS_IN_STATE  # noqa: PLC0415
+
+    evicted_before = EVICTIONS._value.get()
+    users_before = USERS_IN_STATE._value.get()
+    values = [track("idle", "Product Viewed", 0), track("busy", "Page Viewed", 30)]
+    later = orjson.dumps({"type": "track", "event": "Page Viewed", "userId": "busy",
+                          "messageId": "busy-late", "timestamp": "2024-05-01T12:00:00Z"})
+    out, updates = run_flow(messages([*values, later]), config=Config(state_ttl_s=3600))
+    assert EVICTIONS._value.get() - evicted_before == 1
+    assert USERS_IN_STATE._value.get() - users_before == 1  # busy stays, idle was discarded
+    assert [(u.user_id, u.evicted) for u in updates][-1] == ("idle", True)
+    exits = [c for c in changes_of(out) if c["change"] == "exit"]
+    assert {(c["user_id"], c["segment"]) for c in exits} == {
+        ("idle", "journey:consideration"), ("idle", "needs_enrichment")}
