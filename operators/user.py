@@ -313,6 +313,7 @@ class _Run:
         assert state is not None
         if timer == CART_TIMER:
             fire_cart_timer(state.settled)
+            self.applied = True  # cart_abandoned_total changed, even if no membership did
             self._rebuild_view()
             self._publish(f"timer:{timer}", deadline)
         else:

@@ -3,8 +3,9 @@
 Load tests, the demo and the model checks need a clickstream whose answer is
 known. This module writes one: ``users`` users, each given one of four
 personas, produce exactly ``events`` JSON lines (Segment Spec ``track``,
-``page`` and ``identify`` calls) in global event-time order, and the persona
-of every user goes to a ground-truth side file.
+``page`` and ``identify`` calls) in global event-time order (or in a jittered
+arrival order, see below), and the persona of every user goes to a
+ground-truth side file.
 
 Personas (the behaviour differs in mix, not in kind, and every user's
 parameters are jittered, so the classes are separable but noisy):
@@ -38,6 +39,16 @@ the :data:`MALFORMED_KINDS` ways; each is rejected by
 to an :class:`~segstream.operators.events.Event`. They are extra lines: the
 user they were copied from keeps the original.
 
+Arrival jitter (``arrival_jitter_s``, ``--arrival-jitter``): a live stream is
+not sorted. With a jitter ``J > 0`` each valid line gets an arrival time of its
+event time plus a uniform draw from ``[0, J)`` (drawn from the same seeded
+generator, after everything else, so the lines themselves do not change), and
+lines are written in arrival order; malformed lines stay at the event time of
+the line they were copied from. So for any two valid events ``e`` written
+before ``f``, ``ts(e) - ts(f) <= J``: every event is on time for a watermark of
+"largest event time seen minus ``J``" (``allowed_lateness_s >= J``). ``J = 0``
+(the default) writes exactly the sorted log.
+
 Determinism: one ``random.Random(seed)``, no global random state, no clock;
 the same arguments give byte-identical lines, and (gzip header time fixed to
 0) byte-identical files.
@@ -64,6 +75,7 @@ import math
 import random
 import sys
 from bisect import bisect
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -206,8 +218,8 @@ class GeneratedLog:
     """A generated clickstream and its ground truth.
 
     Attributes:
-        lines: one JSON event per line (no newline), in event-time order,
-            malformed lines included.
+        lines: one JSON event per line (no newline), in event-time order
+            (or jittered arrival order), malformed lines included.
         truth: one entry per user with at least one valid event, in user order.
         malformed: how many of ``lines`` are malformed.
 
@@ -236,6 +248,7 @@ def generate(
     start: datetime = DEFAULT_START,
     days: float = 60,
     malformed_rate: float = 0.005,
+    arrival_jitter_s: float = 0.0,
 ) -> GeneratedLog:
     """Generate a clickstream of exactly ``events`` lines for up to ``users`` users.
 
@@ -248,13 +261,18 @@ def generate(
         start: start of the period; a naive datetime is read as UTC.
         days: length of the period; every timestamp is before ``start + days``.
         malformed_rate: share of malformed lines, rounded to a whole number.
+        arrival_jitter_s: if > 0, lines are ordered by event time plus a
+            uniform delay in ``[0, arrival_jitter_s)`` instead of event time,
+            so an event is never written after one more than
+            ``arrival_jitter_s`` seconds younger than itself.
 
     Returns:
-        The lines in event-time order (ties keep generation order) and the truth.
+        The lines in event-time order, or jittered arrival order (ties keep
+        generation order), and the truth.
 
     Raises:
-        ValueError: a negative count, ``users < 1``, a rate outside [0, 1] or a
-            period shorter than a millisecond.
+        ValueError: a negative count, ``users < 1``, a rate outside [0, 1], a
+            period shorter than a millisecond or a negative or infinite jitter.
 
     >>> log = generate(users=2, events=12, seed=0, malformed_rate=0)
     >>> [orjson.loads(line)["timestamp"] < "2024-03-01" for line in log.lines] == [True] * 12
@@ -271,6 +289,8 @@ def generate(
         raise ValueError(f"generate: malformed_rate must be in [0, 1], got {malformed_rate}")
     if not math.isfinite(days) or days * _MS_PER_DAY < 1:
         raise ValueError(f"generate: days must be a positive length of at least 1 ms, got {days}")
+    if not (math.isfinite(arrival_jitter_s) and arrival_jitter_s >= 0):
+        raise ValueError(f"generate: arrival_jitter_s must be a finite number >= 0, got {arrival_jitter_s}")
     span_ms = int(days * _MS_PER_DAY)
     if start.tzinfo is None:
         start = start.replace(tzinfo=UTC)
@@ -294,8 +314,15 @@ def generate(
         writer.user(user, persona, count)
 
     stamps, lines = writer.stamps, writer.lines
+    n_valid = len(lines)
     _add_malformed(rng, seed, n_bad, stamps, lines, start_ms)
-    order = sorted(range(len(stamps)), key=stamps.__getitem__)  # stable: ties keep creation order
+    arrivals: Sequence[float] = stamps
+    if arrival_jitter_s > 0:
+        jitter_ms = arrival_jitter_s * 1000.0
+        jittered = [stamp + rng.random() * jitter_ms for stamp in stamps[:n_valid]]
+        jittered.extend(stamps[n_valid:])  # malformed lines: at their source's event time, as unjittered
+        arrivals = jittered
+    order = sorted(range(len(arrivals)), key=arrivals.__getitem__)  # stable: ties keep creation order
     return GeneratedLog(lines=[lines[i] for i in order], truth=truth, malformed=n_bad)
 
 
@@ -367,6 +394,9 @@ def register(subparsers: Any) -> None:
                         help="start of the period, ISO-8601, UTC if no offset (default 2024-01-01T00:00:00Z)")
     parser.add_argument("--days", type=float, default=60.0, metavar="D",
                         help="length of the period in days (default 60)")
+    parser.add_argument("--arrival-jitter", type=float, default=0.0, metavar="SECONDS",
+                        help="write lines in order of event time plus a uniform delay in [0, SECONDS); "
+                             "no event comes after one more than SECONDS younger (default 0: sorted)")
     parser.set_defaults(func=_cmd_generate)
 
 
@@ -381,7 +411,7 @@ def _parse_start(text: str) -> datetime:
 def _cmd_generate(args: argparse.Namespace) -> int:
     try:
         log = generate(args.users, args.events, args.seed, start=args.start, days=args.days,
-                       malformed_rate=args.malformed_rate)
+                       malformed_rate=args.malformed_rate, arrival_jitter_s=args.arrival_jitter)
     except ValueError as exc:
         print(f"segstream generate: {exc}", file=sys.stderr)
         return 2

@@ -349,6 +349,16 @@ def test_cart_abandoner_fires_once_in_event_time() -> None:
     assert cart_changes(logic.on_items([buy])) == [("exit", "buy", deadline + 2 * DAY)]
 
 
+def test_a_timer_that_changes_no_membership_still_updates_the_profile() -> None:
+    """A purchase just after the deadline (pending) keeps the user out, yet the count moves."""
+    deadline = T0 + 300 + DAY
+    items = stamp([*browse_and_add(T0), event("purchase", deadline + 10, 5.0, mid="buy")])
+    logic, updates = run(items)
+    fired = logic.on_items([Tick(deadline + 1, CLOCK)])
+    assert cart_changes(updates + fired) == []
+    assert [u.profile["cart_abandoned_total"] for u in fired] == ["1"]
+
+
 def test_cart_abandoner_cancelled_by_a_purchase_before_the_deadline() -> None:
     """A purchase within 24 h of the add cancels the timer: no change, ever."""
     events = [*browse_and_add(T0), event("purchase", T0 + 300 + DAY - 1, 5.0, mid="buy")]

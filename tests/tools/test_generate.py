@@ -118,7 +118,8 @@ class TestSize:
         assert 0 < len(log.truth) < 200
 
     @pytest.mark.parametrize("bad", [{"users": 0}, {"events": -1}, {"malformed_rate": 1.5},
-                                     {"days": 0}, {"days": float("nan")}], ids=str)
+                                     {"days": 0}, {"days": float("nan")}, {"arrival_jitter_s": -1.0},
+                                     {"arrival_jitter_s": float("inf")}], ids=str)
     def test_bad_arguments_raise(self, bad: dict[str, Any]) -> None:
         """Impossible arguments raise ValueError naming the argument."""
         arguments: dict[str, Any] = {"users": 10, "events": 100, "seed": 0} | bad
@@ -216,6 +217,59 @@ class TestTime:
         """Some users are far more active than the median user."""
         counts = sorted(len(v) for v in by_user.values())
         assert counts[-1] > 5 * counts[len(counts) // 2]
+
+
+JITTER_S = 120.0
+
+
+@pytest.fixture(scope="module")
+def jittered(log: GeneratedLog) -> GeneratedLog:
+    return generate(400, 12000, 11, arrival_jitter_s=JITTER_S)
+
+
+class TestArrivalJitter:
+    def test_zero_jitter_is_the_sorted_log(self, log: GeneratedLog) -> None:
+        """Jitter 0 (the default) gives exactly the event-time-ordered log."""
+        assert generate(400, 12000, 11, arrival_jitter_s=0.0) == log
+
+    def test_same_lines_other_order(self, log: GeneratedLog, jittered: GeneratedLog) -> None:
+        """Jitter only reorders: same lines, same truth, same malformed lines in the same relative order."""
+        assert jittered.lines != log.lines
+        assert sorted(jittered.lines) == sorted(log.lines)
+        assert (jittered.truth, jittered.malformed) == (log.truth, log.malformed)
+
+        def malformed(lines: list[bytes]) -> list[bytes]:
+            return [line for line in lines if isinstance(PARSER.parse(line), Rejected)]
+        assert malformed(jittered.lines) == malformed(log.lines)
+
+    def test_no_event_after_one_more_than_the_jitter_younger(self, jittered: GeneratedLog) -> None:
+        """For e written before f, ts(e) - ts(f) <= jitter: all on time for a watermark of max - jitter."""
+        newest = float("-inf")
+        behind = []
+        for line in jittered.lines:
+            event = PARSER.parse(line)
+            if isinstance(event, Event):
+                behind.append(newest - event.timestamp)
+                newest = max(newest, event.timestamp)
+        assert max(behind) <= JITTER_S
+        reordered = [lag for lag in behind if lag > 0]
+        assert len(reordered) > 100  # jitter does reorder, and by amounts near the bound
+        assert max(reordered) > 0.8 * JITTER_S
+
+    def test_deterministic(self, jittered: GeneratedLog) -> None:
+        """The same arguments give the same order; another jitter another order."""
+        assert generate(400, 12000, 11, arrival_jitter_s=JITTER_S) == jittered
+        assert generate(400, 12000, 11, arrival_jitter_s=60.0).lines != jittered.lines
+
+    def test_events_of_one_user_keep_their_events(self, by_user: dict[str, list[Event]],
+                                                  jittered: GeneratedLog) -> None:
+        """Sorted per user, the jittered log has the same timelines as the sorted one."""
+        again: dict[str, list[Event]] = defaultdict(list)
+        for result in map(PARSER.parse, jittered.lines):
+            if isinstance(result, Event):
+                again[result.key].append(result)
+        assert {key: sorted(e.message_id for e in events) for key, events in again.items()} == {
+            key: sorted(e.message_id for e in events) for key, events in by_user.items()}
 
 
 class TestPersonas:
@@ -359,6 +413,18 @@ class TestCommand:
         assert (args.users, args.events, args.seed, args.malformed_rate, args.days) == (
             1000, 100000, 0, 0.005, 60.0)
         assert args.start == START
+        assert args.arrival_jitter == 0.0
+
+    def test_arrival_jitter_flag(self, tmp_path: Path) -> None:
+        """--arrival-jitter writes the jittered order; a negative jitter exits 2."""
+        out = tmp_path / "j.jsonl"
+        args = _own_parser().parse_args(["generate", "--users", "30", "--events", "900", "--seed", "3",
+                                         "--out", str(out), "--arrival-jitter", "300"])
+        assert args.func(args) == 0
+        assert out.read_bytes().splitlines() == generate(30, 900, 3, arrival_jitter_s=300).lines
+        assert out.read_bytes().splitlines() != generate(30, 900, 3).lines
+        args = _own_parser().parse_args(["generate", "--out", str(out), "--arrival-jitter", "-1"])
+        assert args.func(args) == 2
 
     def test_bad_values_exit_2(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
         """Impossible values give exit code 2 and a message on stderr, and write nothing."""
