@@ -7,18 +7,17 @@ import dataclasses
 import random
 from collections.abc import Sequence
 
+import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-import orjson
-
 from segstream.operators.event_time import PartitionWatermark, Stamped, Tick
 from segstream.operators.events import Change, Event, iso_utc
-from segstream.operators.parse import EventParser
 from segstream.operators.features import FeatureConfig, apply_fact, features
-from segstream.operators.windows import WINDOW_ROLES
+from segstream.operators.parse import EventParser
 from segstream.operators.user import UserConfig, UserLogic, UserUpdate
+from segstream.operators.windows import WINDOW_ROLES
 from segstream.state.profile import Profile, UserState
+
 from tests.oracle.batch_features import recompute
 
 T0 = 1714557600.0  # 2024-05-01T10:00:00Z
