@@ -137,8 +137,8 @@ class UserLogic:
         if resume is not None:
             state = UserState.from_bytes(resume)
             logic.key = state.user_id
-            logic.timer = _next_timer(state, config)
             view = _view(state, config)
+            logic.timer = _next_timer(state, config, view)
             if view.last_purchase is not None:
                 logic.rfm = rfm_inputs(features(view, config.features))
         return logic
@@ -189,8 +189,7 @@ def _next_timer(state: UserState, config: UserConfig, view: Profile | None = Non
     """
     if view is None:
         view = _view(state, config)
-    candidates = [due for due in (_due(state.settled, config),
-                                  None if view is None else _due(view, config)) if due]
+    candidates = [due for due in (_due(state.settled, config), _due(view, config)) if due]
     return (min(candidates)[0], state.clock) if candidates else None
 
 
@@ -255,8 +254,9 @@ class _Run:
         state.clock = item.clock
         self.touched = self.applied = True
         if fact.ts < state.watermark:
-            # Late: its partition judged it on time, but this user saw a higher
-            # watermark (events from another partition): aggregates only.
+            # Late: passed on by the parse step under late_events = "apply", or
+            # on time for its partition while this user saw a higher watermark
+            # from another one. Either way: the aggregates only.
             apply_late(state.settled, fact, fcfg)
             self._rebuild_view()
             self._publish(event.message_id, fact.ts)
