@@ -157,13 +157,15 @@ class UserState:
     def to_bytes(self) -> bytes:
         """Serialize to a compact, versioned byte string (the recovery snapshot)."""
         settled = self.settled
-        return orjson.dumps([
+        # orjson returns its whole output buffer (4 KiB and up) as the bytes
+        # object; a user is held as these bytes, so keep an exact-size copy.
+        return bytes(memoryview(orjson.dumps([
             STATE_FORMAT, self.user_id, self.version, self.published_journey,
             self.published_segments,
             None if self.watermark == NO_WATERMARK else self.watermark,
             self.clock, [tuple(fact) for fact in self.pending],
             *_profile_values(settled),
-        ])
+        ])))
 
     @classmethod
     def from_bytes(cls, data: bytes) -> UserState:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import tracemalloc
 
 import pytest
 from hypothesis import given, settings
@@ -79,3 +80,15 @@ def test_unreadable_snapshot_raises_state_error(data: bytes) -> None:
     """A snapshot from another format is refused with an actionable message."""
     with pytest.raises(StateError, match="delete the recovery directory|not readable"):
         UserState.from_bytes(data)
+
+
+def test_snapshot_bytes_hold_no_spare_buffer() -> None:
+    """The bytes a user is kept as cost their length, not orjson's 4 KiB output buffer."""
+    state = UserState("u1")
+    tracemalloc.start()
+    try:
+        kept = [state.to_bytes() for _ in range(100)]
+        held, _peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert held < 100 * (len(kept[0]) + 200)
