@@ -205,7 +205,8 @@ class _UserStep(StatefulBatchLogic["Stamped | Tick", UserUpdate, bytes]):
     def on_eof(self) -> tuple[list[UserUpdate], bool]:
         # End of a bounded input: settle to the latest watermark of the user's
         # partition, so the timers a tailing run would fire fire here too.
-        timer = self.logic.timer
+        key = self.logic.key
+        timer = None if key is None else self.wheel.deadline(key)
         if timer is None:
             return [], StatefulBatchLogic.RETAIN
         watermark = self.wheel.watermarks.get(timer[1])
@@ -236,9 +237,9 @@ class _UserStep(StatefulBatchLogic["Stamped | Tick", UserUpdate, bytes]):
 
     def _schedule(self) -> None:
         logic = self.logic
-        if logic.key is None:
+        changed, timer = logic.take_timer()
+        if logic.key is None or not changed:
             return
-        timer = logic.timer
         if timer is None or logic.data is None:
             self.wheel.schedule(logic.key, "", None)
         else:

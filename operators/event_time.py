@@ -91,6 +91,8 @@ class TimerWheel:
 
     Only the latest deadline registered for a key counts; superseded heap
     entries are skipped when popped and purged when they outnumber live ones.
+    Every user has an entry (eviction is a timer), so it is kept lean: one
+    float per user in a dict per partition, shared with its heap entry.
 
     >>> wheel = TimerWheel()
     >>> wheel.schedule("u1", "clicks:0", 100.0)
@@ -98,27 +100,42 @@ class TimerWheel:
     >>> wheel.observe("clicks:0", 150.0)
     >>> wheel.due()
     [('u1', Tick(watermark=150.0, clock='clicks:0'))]
-    >>> wheel.due()
-    []
+    >>> wheel.due(), wheel.deadline("u2")
+    ([], (300.0, 'clicks:0'))
     """
 
-    deadlines: dict[str, tuple[float, str]] = field(default_factory=dict)
     watermarks: dict[str, float] = field(default_factory=dict)
-    _heap: list[tuple[float, str, str]] = field(default_factory=list)
+    _deadlines: dict[str, dict[str, float]] = field(default_factory=dict)  # clock -> key -> deadline
+    _heap: list[tuple[float, str, str]] = field(default_factory=list)  # (deadline, key, clock)
+    _live: int = 0
 
     def schedule(self, key: str, clock: str, deadline: float | None) -> None:
         """Set (or with ``None`` clear) the earliest deadline of ``key``."""
+        mine = self._deadlines.get(clock)
+        if mine is not None and deadline is not None and mine.get(key) == deadline:
+            return
+        for other in self._deadlines.values():  # a handful of partitions per worker
+            if other.pop(key, None) is not None:
+                self._live -= 1
+                break
         if deadline is None:
-            self.deadlines.pop(key, None)
             return
-        entry = (deadline, clock)
-        if self.deadlines.get(key) == entry:
-            return
-        self.deadlines[key] = entry
-        heapq.heappush(self._heap, (deadline, clock, key))
-        if len(self._heap) > 2 * len(self.deadlines) + 1024:
-            self._heap = [(d, c, k) for k, (d, c) in self.deadlines.items()]
+        if mine is None:
+            mine = self._deadlines[clock] = {}
+        mine[key] = deadline
+        self._live += 1
+        heapq.heappush(self._heap, (deadline, key, clock))
+        if len(self._heap) > 2 * self._live + 1024:
+            self._heap = [(d, k, c) for c, keys in self._deadlines.items() for k, d in keys.items()]
             heapq.heapify(self._heap)
+
+    def deadline(self, key: str) -> tuple[float, str] | None:
+        """Return the registered ``(deadline, clock)`` of ``key``, if any."""
+        for clock, keys in self._deadlines.items():
+            found = keys.get(key)
+            if found is not None:
+                return found, clock
+        return None
 
     def observe(self, clock: str, watermark: float) -> None:
         """Record that ``clock``'s watermark reached ``watermark``."""
@@ -132,18 +149,21 @@ class TimerWheel:
         waiting: list[tuple[float, str, str]] = []
         highest = max(self.watermarks.values(), default=NO_WATERMARK)
         while heap and heap[0][0] < highest:
-            deadline, clock, key = heapq.heappop(heap)
-            if self.deadlines.get(key) != (deadline, clock):
+            entry = heapq.heappop(heap)
+            deadline, key, clock = entry
+            keys = self._deadlines.get(clock)
+            if keys is None or keys.get(key) != deadline:
                 continue  # superseded
             watermark = self.watermarks.get(clock, NO_WATERMARK)
             if deadline < watermark:
-                del self.deadlines[key]
+                del keys[key]
+                self._live -= 1
                 out.append((key, Tick(watermark, clock)))
             else:  # its own partition lags behind the most advanced one
-                waiting.append((deadline, clock, key))
+                waiting.append(entry)
         for entry in waiting:
             heapq.heappush(heap, entry)
         return out
 
     def __len__(self) -> int:
-        return len(self.deadlines)
+        return self._live

@@ -118,7 +118,7 @@ class UserUpdate:
 class UserLogic:
     """Stateful logic of one user key; holds its state as snapshot bytes between batches."""
 
-    __slots__ = ("config", "data", "key", "timer", "rfm")
+    __slots__ = ("config", "data", "key", "timer", "_timer_changed", "rfm")
 
     def __init__(self, config: UserConfig, data: bytes | None) -> None:
         self.config = config
@@ -126,7 +126,9 @@ class UserLogic:
         self.key: str | None = None
         """The user key, known once a snapshot or an event came."""
         self.timer: tuple[float, str] | None = None
-        """Earliest deadline and the partition whose watermark fires it."""
+        """Earliest deadline and the partition whose watermark fires it, as of the last
+        batch; :meth:`take_timer` hands it over (the flow keeps it in its timer wheel)."""
+        self._timer_changed = False
         self.rfm: RfmInputs | None = None
         """What the user adds to the RFM population (``None`` for a non-buyer)."""
 
@@ -139,6 +141,7 @@ class UserLogic:
             logic.key = state.user_id
             view = _view(state, config)
             logic.timer = _next_timer(state, config, view)
+            logic._timer_changed = True
             if view.last_purchase is not None:
                 logic.rfm = rfm_inputs(features(view, config.features))
         return logic
@@ -162,6 +165,16 @@ class UserLogic:
         run.advance(watermark)
         return self._finish(run)
 
+    def take_timer(self) -> tuple[bool, tuple[float, str] | None]:
+        """Return ``(changed, timer)`` and forget the timer: the caller keeps it.
+
+        A million users each holding a deadline tuple costs memory that the
+        timer wheel already spends, so the logic only carries it until taken.
+        """
+        timer, changed = self.timer, self._timer_changed
+        self.timer, self._timer_changed = None, False
+        return changed, timer
+
     def snapshot(self) -> bytes | None:
         """Return the state for Bytewax recovery (``None`` once evicted)."""
         return self.data
@@ -173,6 +186,7 @@ class UserLogic:
             self.timer = (
                 None if run.state is None else _next_timer(run.state, self.config, run.view)
             )
+            self._timer_changed = True
         if run.state is None:
             self.rfm = None
         elif run.published is not None:
