@@ -196,14 +196,19 @@ class UserLogic:
 
 def _next_timer(state: UserState, config: UserConfig, view: Profile | None = None
                 ) -> tuple[float, str] | None:
-    """When to wake the user: the earliest deadline of the settled profile or the view.
+    """When to wake the user: the earliest deadline of the settled profile or the view,
+    or once the watermark passes the newest pending event.
 
     Settling pending events may cancel or move a deadline, so the earlier of
     the two never misses a timer (at worst it wakes the user once for nothing).
+    The last wake-up settles a user's final burst: an idle user would otherwise
+    hold it as pending events (about 100 bytes each) until eviction.
     """
     if view is None:
         view = _view(state, config)
     candidates = [due for due in (_due(state.settled, config), _due(view, config)) if due]
+    if state.pending:
+        candidates.append((state.pending[-1].ts, "settle"))
     return (min(candidates)[0], state.clock) if candidates else None
 
 

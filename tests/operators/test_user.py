@@ -342,6 +342,8 @@ def test_cart_abandoner_fires_once_in_event_time() -> None:
     logic, updates = run(stamp(events))
     assert cart_changes(updates) == []
     deadline = T0 + 300 + DAY
+    assert logic.timer == (T0 + 300, CLOCK)  # first wake-up: settle the burst
+    assert logic.on_items([Tick(T0 + 301, CLOCK)]) == []
     assert logic.timer == (deadline, CLOCK)
     assert logic.on_items([Tick(deadline, CLOCK)]) == []  # not past the deadline yet
     updates += logic.on_items([Tick(deadline + 1, CLOCK)])
@@ -407,6 +409,18 @@ def test_input_events_are_not_mutated(raw: list) -> None:
     before = copy.deepcopy(events)
     run(stamp(timeline(events)))
     assert events == before
+
+
+def test_a_tick_past_the_last_pending_event_settles_an_idle_user() -> None:
+    """The wheel wakes a user once the watermark passes its final burst, and that burst settles."""
+    logic, _ = run(stamp([event("product_view", T0 + i, mid=f"m{i}") for i in range(3)]))
+    assert len(state_of(logic).pending) == 3
+    assert logic.timer == (T0 + 2, CLOCK)
+    before = len(logic.snapshot() or b"")
+    assert logic.on_items([Tick(T0 + 2.5, CLOCK)]) == []  # nothing published: only settled
+    assert state_of(logic).pending == []
+    assert len(logic.snapshot() or b"") < before
+    assert logic.timer is not None and logic.timer[0] == T0 + 2 + 90 * DAY  # now: eviction
 
 
 def test_state_size_is_bounded() -> None:
