@@ -196,10 +196,10 @@ class UserLogic:
 
 def _next_timer(state: UserState, config: UserConfig, view: Profile | None = None
                 ) -> tuple[float, str] | None:
-    """When to wake the user: the earliest deadline of the settled profile or the view,
-    or once the watermark passes the newest pending event.
+    """Return when to wake the user, and the partition whose watermark decides it.
 
-    Settling pending events may cancel or move a deadline, so the earlier of
+    That is the earliest deadline of the settled profile or of the view, or the
+    newest pending event if earlier. Settling pending events may cancel or move a deadline, so the earlier of
     the two never misses a timer (at worst it wakes the user once for nothing).
     The last wake-up settles a user's final burst: an idle user would otherwise
     hold it as pending events (about 100 bytes each) until eviction.
