@@ -199,10 +199,11 @@ def _next_timer(state: UserState, config: UserConfig, view: Profile | None = Non
     """Return when to wake the user, and the partition whose watermark decides it.
 
     That is the earliest deadline of the settled profile or of the view, or the
-    newest pending event if earlier. Settling pending events may cancel or move a deadline, so the earlier of
-    the two never misses a timer (at worst it wakes the user once for nothing).
-    The last wake-up settles a user's final burst: an idle user would otherwise
-    hold it as pending events (about 100 bytes each) until eviction.
+    newest pending event if earlier. Settling pending events may cancel or move
+    a deadline, so the earlier of the two never misses a timer (at worst it
+    wakes the user once for nothing). Waking at the newest pending event settles
+    a user's final burst: an idle user would otherwise hold it as pending events
+    (about 100 bytes each) until eviction.
     """
     if view is None:
         view = _view(state, config)
