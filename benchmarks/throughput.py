@@ -20,12 +20,12 @@ import time
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow
 from bytewax.testing import run_main
-
-from segstream.config import load_config
 from segstream.flows.connectors import KafkaOutSink, OutMessage, kafka_source
 from segstream.flows.segmentation import build_flow, parse_batch
 from segstream.operators.event_time import PartitionWatermark, Stamped
 from segstream.operators.parse import EventParser
+
+from segstream.config import load_config
 from segstream.services import RedisServer, TansuBroker
 from segstream.tools.generate import generate
 

@@ -2,17 +2,60 @@
 
 from __future__ import annotations
 
-from benchmarks.state_memory import flow_rss, snapshot_sizes
+import json
+
+import pytest
+
+from benchmarks.state_memory import (
+    baseline_rss,
+    flow_rss,
+    main,
+    python_side,
+    snapshot_sizes,
+    synthetic_docs,
+)
+
+USERS = 2000
 
 
 def test_snapshot_sizes_on_a_small_log() -> None:
-    sizes = snapshot_sizes(300, events_per_user=5)
-    assert sizes["users_sampled"] > 250
-    assert 0 < sizes["p50"] <= sizes["p99"] <= sizes["max"]
+    sizes = snapshot_sizes(USERS, events_per_user=5)
+    assert sizes["users_measured"] > USERS * 0.9
+    assert not sizes["sampled"]
+    assert 0 < sizes["p50"] <= sizes["p95"] <= sizes["p99"] <= sizes["max"]
+    assert 0 < sizes["settled"]["mean"] <= sizes["settled"]["max"]
 
 
-def test_flow_rss_on_a_few_users() -> None:
-    result = flow_rss(2000)
-    assert result["events"] == 6000
-    assert result["rss_peak_mib"] >= result["rss_before_mib"] > 0
-    assert result["events_per_s"] > 0
+def test_synthetic_users_are_distinct_and_in_time_order() -> None:
+    docs = [json.loads(doc) for doc in synthetic_docs(50)]
+    assert len(docs) == 150
+    assert len({doc["userId"] for doc in docs}) == 50
+    stamps = [doc["timestamp"] for doc in docs]
+    assert stamps == sorted(stamps)
+
+
+def test_flow_and_baseline_rss_on_a_few_users() -> None:
+    flow = flow_rss(USERS)
+    assert flow["events"] == 3 * USERS
+    assert flow["rss_end_mib"] >= flow["rss_start_mib"] > 0
+    assert flow["rss_samples"] > 0 and flow["events_per_s"] > 0
+    base = baseline_rss(USERS)
+    assert base["rss_end_mib"] >= base["rss_start_mib"] > 0
+
+
+def test_python_side_adds_up() -> None:
+    side = python_side(500)
+    assert side["state_bytes_object"] > side["state_bytes_len"] > 0
+    assert side["total"] > side["state_bytes_object"] + side["user_logic"]
+
+
+def test_json_report(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--users", str(USERS), "--events-per-user", "5", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert {"target_bytes_per_user", "events_per_user", "machine", "sizes"} <= report.keys()
+    [size] = report["sizes"]
+    assert size["users"] == USERS
+    assert {"snapshot_bytes", "rss", "baseline_rss", "python_side", "breakdown",
+            "rss_per_user_within_target"} <= size.keys()
+    assert size["snapshot_bytes"]["mean"] > 0 and size["rss"]["bytes_per_user"] > 0
+    assert {"state_bytes", "python_objects", "bytewax_per_key", "rest"} <= size["breakdown"].keys()
