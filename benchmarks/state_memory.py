@@ -290,7 +290,7 @@ def _drive(steps: list[Any]) -> None:
     """Fill ``steps`` with one user step per synthetic user, each after its one batch."""
     config = Config(recovery_dir="")
     ucfg = user_config(config, load_segments(config.segments_file))
-    worker = WorkerState()
+    worker = WorkerState(config.allowed_lateness_s)
     parser, clock = EventParser(), PartitionWatermark(config.allowed_lateness_s)
     docs = synthetic_docs(len(steps))
     for i in range(len(steps)):
@@ -299,7 +299,7 @@ def _drive(steps: list[Any]) -> None:
             event = parser.parse(next(docs), topic=TOPIC, partition=0)
             assert isinstance(event, Event)
             items.append(Stamped(event, clock.observe(event.timestamp), CLOCK))
-        step = _UserStep(UserLogic.build(ucfg, None), worker, config.allowed_lateness_s)
+        step = _UserStep(UserLogic.build(ucfg, None), worker)
         step.on_batch(items)
         steps[i] = step
 

@@ -182,19 +182,19 @@ class _ParseStep(StatefulBatchLogic[SourceItem, "Stamped | Rejected", float]):
 class _UserStep(StatefulBatchLogic["Stamped | Tick", UserUpdate, bytes]):
     """Bytewax shim around :class:`UserLogic`; keeps the worker's timer wheel up to date."""
 
-    __slots__ = ("logic", "wheel", "population", "lateness_s")
+    # Two references per user: a million users each holding the worker's
+    # wheel, population and lateness separately cost 24 MB for nothing.
+    __slots__ = ("logic", "worker")
 
-    def __init__(self, logic: UserLogic, worker: WorkerState, lateness_s: float) -> None:
+    def __init__(self, logic: UserLogic, worker: WorkerState) -> None:
         self.logic = logic
-        self.wheel = worker.wheel
-        self.population = worker.population
-        self.lateness_s = lateness_s
+        self.worker = worker
         USERS_IN_STATE.inc()
-        self.population.replace(None, logic.rfm)
+        worker.population.replace(None, logic.rfm)
         self._schedule()
 
     def on_batch(self, values: list[Stamped | Tick]) -> tuple[list[UserUpdate], bool]:
-        observe, lateness = self.wheel.observe, self.lateness_s
+        observe, lateness = self.worker.wheel.observe, self.worker.lateness_s
         for item in values:
             if isinstance(item, Stamped):
                 # The partition's watermark after this event.
@@ -206,10 +206,10 @@ class _UserStep(StatefulBatchLogic["Stamped | Tick", UserUpdate, bytes]):
         # End of a bounded input: settle to the latest watermark of the user's
         # partition, so the timers a tailing run would fire fire here too.
         key = self.logic.key
-        timer = None if key is None else self.wheel.deadline(key)
+        timer = None if key is None else self.worker.wheel.deadline(key)
         if timer is None:
             return [], StatefulBatchLogic.RETAIN
-        watermark = self.wheel.watermarks.get(timer[1])
+        watermark = self.worker.wheel.watermarks.get(timer[1])
         if watermark is None or watermark <= timer[0]:
             return [], StatefulBatchLogic.RETAIN
         return self._done(self.logic.on_watermark(watermark), self.logic.rfm)
@@ -223,12 +223,12 @@ class _UserStep(StatefulBatchLogic["Stamped | Tick", UserUpdate, bytes]):
         self, updates: list[UserUpdate], rfm_before: RfmInputs | None
     ) -> tuple[list[UserUpdate], bool]:
         rfm = self.logic.rfm
-        self.population.replace(rfm_before, rfm)
+        self.worker.population.replace(rfm_before, rfm)
         for update in updates:
             if update.evicted:
                 EVICTIONS.inc()
             else:
-                update.profile["rfm"] = self.population.score(rfm)
+                update.profile["rfm"] = self.worker.population.score(rfm)
         self._schedule()
         if self.logic.data is None:
             USERS_IN_STATE.dec()
@@ -241,9 +241,9 @@ class _UserStep(StatefulBatchLogic["Stamped | Tick", UserUpdate, bytes]):
         if logic.key is None or not changed:
             return
         if timer is None or logic.data is None:
-            self.wheel.schedule(logic.key, "", None)
+            self.worker.wheel.schedule(logic.key, "", None)
         else:
-            self.wheel.schedule(logic.key, timer[1], timer[0])
+            self.worker.wheel.schedule(logic.key, timer[1], timer[0])
 
 
 def user_config(config: Config, segments: SegmentsConfig) -> UserConfig:
@@ -292,7 +292,7 @@ def build_flow(
     lateness, late_events = config.allowed_lateness_s, config.late_events
     if sinks is None:
         sinks = Sinks(kafka=KafkaOutSink(config), redis=RedisSink(config))
-    workers = WorkerStates()
+    workers = WorkerStates(lateness)
     if clock_interval_s is None and source is None and tail:
         clock_interval_s = config.timer_tick_s
 
@@ -303,7 +303,7 @@ def build_flow(
         return _ParseStep(parser, clock, late_events)
 
     def user_step(resume: bytes | None) -> _UserStep:
-        return _UserStep(UserLogic.build(users, resume), workers.mine(), lateness)
+        return _UserStep(UserLogic.build(users, resume), workers.mine())
 
     flow = Dataflow("segstream")
     raw = op.input("clickstream", flow, source or kafka_source(config, tail=tail))

@@ -37,6 +37,8 @@ class WorkerState:
     when a worker resumes (Bytewax rebuilds every user at start-up).
     """
 
+    lateness_s: float
+    """Allowed lateness: a partition's watermark after an event is ``ts - lateness_s`` at most."""
     wheel: TimerWheel = field(default_factory=TimerWheel)
     population: RfmPopulation = field(default_factory=RfmPopulation)
 
@@ -44,7 +46,8 @@ class WorkerState:
 class WorkerStates:
     """The worker states of one dataflow, one per worker thread (not shared between flows)."""
 
-    def __init__(self) -> None:
+    def __init__(self, lateness_s: float) -> None:
+        self._lateness_s = lateness_s
         self._by_thread: dict[int, WorkerState] = {}
         self._lock = threading.Lock()
 
@@ -54,7 +57,7 @@ class WorkerStates:
         state = self._by_thread.get(ident)
         if state is None:
             with self._lock:
-                state = self._by_thread.setdefault(ident, WorkerState())
+                state = self._by_thread.setdefault(ident, WorkerState(self._lateness_s))
         return state
 
     def due_ticks(self, _polls: list[None]) -> list[tuple[str, Tick]]:
