@@ -134,7 +134,7 @@ def snapshot_sizes(users: int, events_per_user: int = 10, seed: int = 1) -> dict
     for items in by_user.values():
         # One batch per user gives the same bytes as one event per batch (the
         # stamps carry the watermarks), about 4x faster.
-        logic = UserLogic.build(config, None)
+        logic = UserLogic(config, None)
         logic.on_items(items)
         logics.append(logic)
     del by_user
@@ -299,7 +299,7 @@ def _drive(steps: list[Any]) -> None:
             event = parser.parse(next(docs), topic=TOPIC, partition=0)
             assert isinstance(event, Event)
             items.append(Stamped(event, clock.observe(event.timestamp), CLOCK))
-        step = _UserStep(UserLogic.build(ucfg, None), worker)
+        step = _UserStep(ucfg, None, worker)
         step.on_batch(items)
         steps[i] = step
 
@@ -332,14 +332,13 @@ def python_side(users: int, traced: int = PYTHON_SIDE_CAP) -> dict[str, Any]:
     total = sum(stat.size_diff for stat in by_file) / n
     wheel = sum(stat.size_diff for stat in by_file
                 if stat.traceback[0].filename.endswith("event_time.py")) / n
-    logics = [step.logic for step in steps]
     mean = statistics.fmean
     parts = {
-        "state_bytes_len": mean(len(logic.data) for logic in logics),
-        "state_bytes_object": mean(sys.getsizeof(logic.data) for logic in logics),
-        "user_logic": mean(sys.getsizeof(logic) for logic in logics),
-        "step_shim": mean(sys.getsizeof(step) for step in steps),
-        "key_str": mean(sys.getsizeof(logic.key) for logic in logics),
+        "state_bytes_len": mean(len(step.data) for step in steps),
+        "state_bytes_object": mean(sys.getsizeof(step.data) for step in steps),
+        "user_step": mean(sys.getsizeof(step) for step in steps),
+        "deadline": mean(0 if step.deadline is None else sys.getsizeof(step.deadline)
+                         for step in steps),
         "timer_wheel": wheel,
     }
     listed = sum(v for k, v in parts.items() if k != "state_bytes_len")

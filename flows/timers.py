@@ -21,6 +21,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from bytewax.inputs import DynamicSource, StatelessSourcePartition
 from segstream.operators.event_time import Tick, TimerWheel
@@ -39,7 +40,8 @@ class WorkerState:
 
     lateness_s: float
     """Allowed lateness: a partition's watermark after an event is ``ts - lateness_s`` at most."""
-    wheel: TimerWheel = field(default_factory=TimerWheel)
+    wheel: TimerWheel[Any] = field(default_factory=TimerWheel)
+    """Deadlines of this worker's user steps (the steps are the wheel's owners)."""
     population: RfmPopulation = field(default_factory=RfmPopulation)
 
 
@@ -65,7 +67,7 @@ class WorkerStates:
         due = self.mine().wheel.due()
         if due:
             TIMER_TICKS.inc(len(due))
-        return due
+        return [(step.key, tick) for step, tick in due]
 
 
 class _ClockPartition(StatelessSourcePartition[None]):

@@ -6,7 +6,7 @@
 - :class:`Stamped`: an event with the watermark of its partition just before
   it; :class:`Tick`: a wake-up carrying a newer watermark for a user with a
   due timer. These two are what the keyed user step consumes.
-- :class:`TimerWheel`: one per worker; remembers each user's earliest deadline
+- :class:`TimerWheel`: one per worker; indexes each user's earliest deadline
   and the latest watermark seen per partition, and says whom to wake.
 
 >>> clock = PartitionWatermark(lateness_s=10.0)
@@ -19,11 +19,13 @@ True
 from __future__ import annotations
 
 import heapq
-from dataclasses import dataclass, field
-from typing import NamedTuple
+from dataclasses import dataclass
+from typing import Any, Generic, NamedTuple, Protocol, TypeVar
 
 from segstream.operators.events import Event
 from segstream.state.profile import NO_WATERMARK
+
+O = TypeVar("O", bound="TimerOwner")
 
 
 @dataclass(slots=True)
@@ -85,85 +87,153 @@ class Tick(NamedTuple):
     clock: str
 
 
-@dataclass(slots=True)
-class TimerWheel:
-    """Per-worker index of users' earliest deadlines, woken by partition watermarks.
+class TimerOwner(Protocol):
+    """What the wheel keeps per user: the owner itself, with its registration on it.
 
-    Only the latest deadline registered for a key counts; superseded heap
-    entries are skipped when popped and purged when they outnumber live ones.
-    Every user has an entry (eviction is a timer), so it is kept lean: one
-    float per user in a dict per partition, shared with its heap entry.
-
-    >>> wheel = TimerWheel()
-    >>> wheel.schedule("u1", "clicks:0", 100.0)
-    >>> wheel.schedule("u2", "clicks:0", 300.0)
-    >>> wheel.observe("clicks:0", 150.0)
-    >>> wheel.due()
-    [('u1', Tick(watermark=150.0, clock='clicks:0'))]
-    >>> wheel.due(), wheel.deadline("u2")
-    ([], (300.0, 'clicks:0'))
+    The wheel writes both attributes (:meth:`TimerWheel.schedule` sets them,
+    :meth:`TimerWheel.due` clears ``deadline`` of what it fires); the owner
+    only reads them.
     """
 
-    watermarks: dict[str, float] = field(default_factory=dict)
-    _deadlines: dict[str, dict[str, float]] = field(default_factory=dict)  # clock -> key -> deadline
-    _heap: list[tuple[float, str, str]] = field(default_factory=list)  # (deadline, key, clock)
-    _live: int = 0
+    deadline: float | None
+    clock: str
 
-    def schedule(self, key: str, clock: str, deadline: float | None) -> None:
-        """Set (or with ``None`` clear) the earliest deadline of ``key``."""
-        mine = self._deadlines.get(clock)
-        if mine is not None and deadline is not None and mine.get(key) == deadline:
-            return
-        for other in self._deadlines.values():  # a handful of partitions per worker
-            if other.pop(key, None) is not None:
+
+BUCKET_S = 300.0
+"""Width of a wheel bucket in event time: one list per partition and 5 minutes of deadlines."""
+
+
+class TimerWheel(Generic[O]):
+    """Per-worker index of users' earliest deadlines, woken by partition watermarks.
+
+    Every user has a deadline (eviction is a timer), so a million of them must
+    cost little: the wheel holds no per-user entry of its own but appends the
+    owner (one pointer) to the list of its ``(partition, 5-minute bucket)``.
+    The registration lives on the owner (``deadline``, ``clock``), which is how
+    an entry left behind by a rescheduled owner is recognised and skipped.
+    Each bucket is popped from a heap at a lower bound of its deadlines, so a
+    watermark inside a bucket fires exactly the owners it passed; left-behind
+    entries are dropped when their bucket is read and purged when they
+    outnumber live ones.
+
+    >>> class User:
+    ...     def __init__(self, name): self.name, self.deadline, self.clock = name, None, ""
+    ...     def __repr__(self): return self.name
+    >>> u1, u2 = User("u1"), User("u2")
+    >>> wheel = TimerWheel()
+    >>> wheel.schedule(u1, "clicks:0", 100.0)
+    >>> wheel.schedule(u2, "clicks:0", 300.0)
+    >>> wheel.observe("clicks:0", 150.0)
+    >>> wheel.due()
+    [(u1, Tick(watermark=150.0, clock='clicks:0'))]
+    >>> wheel.due(), u1.deadline, u2.deadline
+    ([], None, 300.0)
+    """
+
+    def __init__(self) -> None:
+        self.watermarks: dict[str, float] = {}
+        self._clocks: dict[str, str] = {}  # one string per partition, shared by its owners
+        # (clock, bucket) -> [lower bound of its live deadlines, owners]
+        self._buckets: dict[tuple[str, int], list[Any]] = {}
+        self._heap: list[tuple[float, int, str]] = []  # (lower bound, bucket, clock)
+        self._live = 0
+        self._entries = 0
+
+    def schedule(self, owner: O, clock: str, deadline: float | None) -> None:
+        """Set (or with ``None`` clear) the earliest deadline of ``owner``."""
+        before = owner.deadline
+        if before is not None:
+            if deadline is None:
                 self._live -= 1
-                break
+            elif owner.clock == clock and before // BUCKET_S == deadline // BUCKET_S:
+                owner.deadline = deadline  # same bucket: its entry stays valid
+                if deadline < before:
+                    self._lower(self._buckets[(owner.clock, int(deadline // BUCKET_S))],
+                                deadline, owner.clock, int(deadline // BUCKET_S))
+                return
+        elif deadline is not None:
+            self._live += 1
+        owner.deadline = deadline
         if deadline is None:
             return
-        if mine is None:
-            mine = self._deadlines[clock] = {}
-        mine[key] = deadline
-        self._live += 1
-        heapq.heappush(self._heap, (deadline, key, clock))
-        if len(self._heap) > 2 * self._live + 1024:
-            self._heap = [(d, k, c) for c, keys in self._deadlines.items() for k, d in keys.items()]
-            heapq.heapify(self._heap)
-
-    def deadline(self, key: str) -> tuple[float, str] | None:
-        """Return the registered ``(deadline, clock)`` of ``key``, if any."""
-        for clock, keys in self._deadlines.items():
-            found = keys.get(key)
-            if found is not None:
-                return found, clock
-        return None
+        owner.clock = clock = self._clocks.setdefault(clock, clock)
+        self._add(owner, clock, deadline)
+        if self._entries > 2 * self._live + 1024:
+            self._purge()
 
     def observe(self, clock: str, watermark: float) -> None:
         """Record that ``clock``'s watermark reached ``watermark``."""
         if watermark > self.watermarks.get(clock, NO_WATERMARK):
             self.watermarks[clock] = watermark
 
-    def due(self) -> list[tuple[str, Tick]]:
-        """Pop the keys whose deadline is below their partition's watermark."""
-        out = []
-        heap = self._heap
-        waiting: list[tuple[float, str, str]] = []
+    def due(self) -> list[tuple[O, Tick]]:
+        """Pop the owners whose deadline is below their partition's watermark."""
+        out: list[tuple[O, Tick]] = []
+        heap, buckets = self._heap, self._buckets
+        waiting: list[tuple[float, int, str]] = []
         highest = max(self.watermarks.values(), default=NO_WATERMARK)
         while heap and heap[0][0] < highest:
             entry = heapq.heappop(heap)
-            deadline, key, clock = entry
-            keys = self._deadlines.get(clock)
-            if keys is None or keys.get(key) != deadline:
-                continue  # superseded
+            bound, bucket, clock = entry
+            found = buckets.get((clock, bucket))
+            if found is None or found[0] != bound:
+                continue  # a newer, lower bound of this bucket was pushed, or it is gone
             watermark = self.watermarks.get(clock, NO_WATERMARK)
-            if deadline < watermark:
-                del keys[key]
-                self._live -= 1
-                out.append((key, Tick(watermark, clock)))
-            else:  # its own partition lags behind the most advanced one
+            if bound >= watermark:  # its own partition lags behind the most advanced one
                 waiting.append(entry)
+                continue
+            tick = Tick(watermark, clock)
+            kept: list[O] = []
+            for owner in found[1]:
+                deadline = owner.deadline
+                if deadline is None or owner.clock != clock or deadline // BUCKET_S != bucket:
+                    continue  # left behind by a rescheduling, or already fired
+                if deadline < watermark:
+                    owner.deadline = None
+                    self._live -= 1
+                    out.append((owner, tick))
+                else:
+                    kept.append(owner)
+            self._entries -= len(found[1]) - len(kept)
+            if kept:
+                bound = min(owner.deadline for owner in kept)  # type: ignore[type-var]
+                buckets[(clock, bucket)] = [bound, kept]
+                heapq.heappush(heap, (bound, bucket, clock))
+            else:
+                del buckets[(clock, bucket)]
         for entry in waiting:
             heapq.heappush(heap, entry)
         return out
 
     def __len__(self) -> int:
+        """The number of owners with a deadline."""
         return self._live
+
+    def _add(self, owner: O, clock: str, deadline: float) -> None:
+        bucket = int(deadline // BUCKET_S)
+        found = self._buckets.get((clock, bucket))
+        self._entries += 1
+        if found is None:
+            self._buckets[(clock, bucket)] = [deadline, [owner]]
+            heapq.heappush(self._heap, (deadline, bucket, clock))
+        else:
+            found[1].append(owner)
+            self._lower(found, deadline, clock, bucket)
+
+    def _lower(self, found: list[Any], deadline: float, clock: str, bucket: int) -> None:
+        if deadline < found[0]:
+            found[0] = deadline
+            heapq.heappush(self._heap, (deadline, bucket, clock))
+
+    def _purge(self) -> None:
+        """Drop the entries left behind by rescheduled owners (each live owner kept once)."""
+        live: dict[int, O] = {}
+        for (clock, bucket), (_, owners) in self._buckets.items():
+            for owner in owners:
+                deadline = owner.deadline
+                if (deadline is not None and owner.clock == clock
+                        and deadline // BUCKET_S == bucket):
+                    live[id(owner)] = owner
+        self._buckets, self._heap, self._entries = {}, [], 0
+        for owner in live.values():
+            self._add(owner, owner.clock, owner.deadline)  # type: ignore[arg-type]

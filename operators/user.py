@@ -24,7 +24,7 @@ At rest a user is its snapshot bytes (about a few hundred bytes), decoded for
 the length of a batch: that is what keeps a million idle users small.
 
 >>> from segstream.operators.parse import EventParser
->>> logic = UserLogic.build(UserConfig(), None)
+>>> logic = UserLogic(UserConfig())
 >>> raw = b'{"event":"Product Viewed","userId":"u1","timestamp":"2024-05-01T10:00:00Z"}'
 >>> [update] = logic.on_items([Stamped(EventParser().parse(raw), float("-inf"), "clicks:0")])
 >>> for c in update.changes:
@@ -118,33 +118,34 @@ class UserUpdate:
 class UserLogic:
     """Stateful logic of one user key; holds its state as snapshot bytes between batches."""
 
-    __slots__ = ("config", "data", "key", "timer", "_timer_changed", "rfm")
+    __slots__ = ("config", "data", "timer", "_timer_changed", "rfm")
 
-    def __init__(self, config: UserConfig, data: bytes | None) -> None:
+    def __init__(self, config: UserConfig, resume: bytes | None = None) -> None:
+        """Create the logic of one user key, from its snapshot when resuming."""
         self.config = config
-        self.data = data
-        self.key: str | None = None
-        """The user key, known once a snapshot or an event came."""
+        self.data = resume
         self.timer: tuple[float, str] | None = None
         """Earliest deadline and the partition whose watermark fires it, as of the last
         batch; :meth:`take_timer` hands it over (the flow keeps it in its timer wheel)."""
         self._timer_changed = False
         self.rfm: RfmInputs | None = None
         """What the user adds to the RFM population (``None`` for a non-buyer)."""
-
-    @classmethod
-    def build(cls, config: UserConfig, resume: bytes | None) -> UserLogic:
-        """Create the logic of one user key, from a snapshot when resuming."""
-        logic = cls(config, resume)
         if resume is not None:
             state = UserState.from_bytes(resume)
-            logic.key = state.user_id
             view = _view(state, config)
-            logic.timer = _next_timer(state, config, view)
-            logic._timer_changed = True
+            self.timer = _next_timer(state, config, view)
+            self._timer_changed = True
             if view.last_purchase is not None:
-                logic.rfm = rfm_inputs(features(view, config.features))
-        return logic
+                self.rfm = rfm_inputs(features(view, config.features))
+
+    @property
+    def key(self) -> str | None:
+        """The user key (``None`` before the first event).
+
+        Read from the state rather than kept: a million key strings cost 60 MB,
+        and the key is only wanted when a timer wakes the user.
+        """
+        return None if self.data is None else UserState.user_id_of(self.data)
 
     def on_items(self, items: Iterable[Stamped | Tick]) -> list[UserUpdate]:
         """Apply a batch of one user's events and ticks, in arrival order."""
@@ -154,7 +155,6 @@ class UserLogic:
                 run.advance(item.watermark)
             else:
                 run.event(item)
-                self.key = item.event.key
         return self._finish(run)
 
     def on_watermark(self, watermark: float) -> list[UserUpdate]:

@@ -196,6 +196,19 @@ class UserState:
         )
 
 
+    @staticmethod
+    def user_id_of(data: bytes) -> str:
+        """The user id in :meth:`to_bytes` output, without rebuilding the state.
+
+        >>> UserState.user_id_of(UserState("u1").to_bytes())
+        'u1'
+        """
+        try:
+            return str(orjson.loads(data)[1])
+        except (orjson.JSONDecodeError, TypeError, ValueError, IndexError) as exc:
+            raise StateError("?", f"snapshot is not readable: {exc}") from exc
+
+
 _PROFILE_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(Profile))
 _profile_values = attrgetter(*_PROFILE_FIELDS)
 _HEAD = 7  # values before the profile's: user_id .. pending

@@ -46,7 +46,7 @@ def test_flow_and_baseline_rss_on_a_few_users() -> None:
 def test_python_side_adds_up() -> None:
     side = python_side(500)
     assert side["state_bytes_object"] > side["state_bytes_len"] > 0
-    assert side["total"] > side["state_bytes_object"] + side["user_logic"]
+    assert side["total"] > side["state_bytes_object"] + side["user_step"]
 
 
 def test_json_report(capsys: pytest.CaptureFixture[str]) -> None:

@@ -148,7 +148,7 @@ def per_user_replay(lines: list[bytes]) -> dict[str, dict[str, str]]:
             newest = max(newest, event.timestamp)
     profiles = {}
     for user, events in by_user.items():
-        logic = UserLogic.build(UserConfig(), None)
+        logic = UserLogic(UserConfig(), None)
         updates = []
         for e in sorted(events, key=lambda e: (e.timestamp, e.message_id)):
             updates += logic.on_items([Stamped(e, float("-inf"), "clickstream:0")])

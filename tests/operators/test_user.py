@@ -41,7 +41,7 @@ def stamp(events: Sequence[Event], lateness: float = LATENESS) -> list[Stamped]:
 
 def run(items: Sequence[Stamped | Tick], config: UserConfig | None = None,
         batch: int = 1) -> tuple[UserLogic, list[UserUpdate]]:
-    logic = UserLogic.build(config or UserConfig(), None)
+    logic = UserLogic(config or UserConfig(), None)
     updates: list[UserUpdate] = []
     for start in range(0, len(items), batch):
         updates += logic.on_items(items[start:start + batch])
@@ -126,7 +126,7 @@ class TestScriptedJourney:
 
     def test_empty_batch_is_no_update(self) -> None:
         """A batch without events yields nothing."""
-        assert UserLogic.build(UserConfig(), None).on_items([]) == []
+        assert UserLogic(UserConfig(), None).on_items([]) == []
 
 
 # --- event time: any arrival order within the lateness gives the sorted result ----------
@@ -185,7 +185,7 @@ def test_any_order_within_lateness_gives_the_sorted_result(raw: list, seed: int,
 def test_window_counts_are_never_negative_nor_above_the_events(raw: list, seed: int) -> None:
     """Every rolling count is within [0, events of that role], at any point of the stream."""
     events = to_events(raw)
-    logic = UserLogic.build(UserConfig(), None)
+    logic = UserLogic(UserConfig(), None)
     for item in stamp(shuffle_within(events, LATENESS, seed)):
         logic.on_items([item])
         values = final_features(logic)
@@ -224,7 +224,7 @@ def test_snapshot_then_restore_is_equivalent(raw: list, seed: int, cut: int) -> 
     items = stamp(shuffle_within(to_events(raw), LATENESS, seed))
     whole, whole_updates = run(items, config)
     first, updates = run(items[:cut], config)
-    resumed = UserLogic.build(config, first.snapshot())
+    resumed = UserLogic(config, first.snapshot())
     for item in items[cut:]:
         updates += resumed.on_items([item])
     assert changes_of(updates) == changes_of(whole_updates)
