@@ -184,6 +184,7 @@ class TimerWheel(Generic[O]):
                 continue
             tick = Tick(watermark, clock)
             kept: list[O] = []
+            lowest = float("inf")
             for owner in found[1]:
                 deadline = owner.deadline
                 if deadline is None or owner.clock != clock or deadline // BUCKET_S != bucket:
@@ -194,11 +195,11 @@ class TimerWheel(Generic[O]):
                     out.append((owner, tick))
                 else:
                     kept.append(owner)
+                    lowest = min(lowest, deadline)
             self._entries -= len(found[1]) - len(kept)
             if kept:
-                bound = min(owner.deadline for owner in kept)  # type: ignore[type-var]
-                buckets[(clock, bucket)] = [bound, kept]
-                heapq.heappush(heap, (bound, bucket, clock))
+                buckets[(clock, bucket)] = [lowest, kept]
+                heapq.heappush(heap, (lowest, bucket, clock))
             else:
                 del buckets[(clock, bucket)]
         for entry in waiting:
