@@ -24,7 +24,7 @@ Per size U (issue 4's target is "<= 1 KB per active user"):
    users). ``(max VmRSS - start) / U`` is what one user holds.
 3. **Where it goes**: the Python side of one user, measured with ``tracemalloc``
    and ``sys.getsizeof`` on the same synthetic users driven through the real
-   user-step shim and timer wheel (outside Bytewax); and a *baseline* flow in
+   user step and timer wheel (outside Bytewax); and a *baseline* flow in
    another subprocess, U keys into a ``stateful_batch`` whose logic holds
    nothing, which measures Bytewax's own cost per key (short epochs), and its
    extra cost per key touched in the current epoch (one long epoch: Bytewax
@@ -80,7 +80,7 @@ PROJECT = Path(__file__).resolve().parent.parent
 SAMPLE_CAP = 200_000
 """Largest log the snapshot distribution is measured on (users)."""
 PYTHON_SIDE_CAP = 50_000
-"""Users driven through the shim under ``tracemalloc`` for the Python-side breakdown."""
+"""Users driven through the user step under ``tracemalloc`` for the Python-side breakdown."""
 TARGET_BYTES = 1024
 BASELINE_EPOCH_S = 0.1
 """Short epochs: the baseline's keys are not also held as "touched this epoch"."""
@@ -307,7 +307,7 @@ def _drive(steps: list[Any]) -> None:
 def python_side(users: int, traced: int = PYTHON_SIDE_CAP) -> dict[str, Any]:
     """Per-user memory of the user step outside Bytewax, as the flow holds it at the end of input.
 
-    The same synthetic users go through the real ``_UserStep`` shim (with its
+    The same synthetic users go through the real ``_UserStep`` (with its
     worker's timer wheel and RFM population), one batch each as in the flow:
     first ``users`` of them for the RSS growth (``rss``: the objects plus what
     the allocator adds), then ``traced`` of them under ``tracemalloc`` for what
