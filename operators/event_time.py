@@ -25,7 +25,7 @@ from typing import Any, Generic, NamedTuple, Protocol, TypeVar
 from segstream.operators.events import Event
 from segstream.state.profile import NO_WATERMARK
 
-O = TypeVar("O", bound="TimerOwner")
+OwnerT = TypeVar("OwnerT", bound="TimerOwner")
 
 
 @dataclass(slots=True)
@@ -103,7 +103,7 @@ BUCKET_S = 300.0
 """Width of a wheel bucket in event time: one list per partition and 5 minutes of deadlines."""
 
 
-class TimerWheel(Generic[O]):
+class TimerWheel(Generic[OwnerT]):
     """Per-worker index of users' earliest deadlines, woken by partition watermarks.
 
     Every user has a deadline (eviction is a timer), so a million of them must
@@ -139,7 +139,7 @@ class TimerWheel(Generic[O]):
         self._live = 0
         self._entries = 0
 
-    def schedule(self, owner: O, clock: str, deadline: float | None) -> None:
+    def schedule(self, owner: OwnerT, clock: str, deadline: float | None) -> None:
         """Set (or with ``None`` clear) the earliest deadline of ``owner``."""
         before = owner.deadline
         if before is not None:
@@ -166,9 +166,9 @@ class TimerWheel(Generic[O]):
         if watermark > self.watermarks.get(clock, NO_WATERMARK):
             self.watermarks[clock] = watermark
 
-    def due(self) -> list[tuple[O, Tick]]:
+    def due(self) -> list[tuple[OwnerT, Tick]]:
         """Pop the owners whose deadline is below their partition's watermark."""
-        out: list[tuple[O, Tick]] = []
+        out: list[tuple[OwnerT, Tick]] = []
         heap, buckets = self._heap, self._buckets
         waiting: list[tuple[float, int, str]] = []
         highest = max(self.watermarks.values(), default=NO_WATERMARK)
@@ -183,7 +183,7 @@ class TimerWheel(Generic[O]):
                 waiting.append(entry)
                 continue
             tick = Tick(watermark, clock)
-            kept: list[O] = []
+            kept: list[OwnerT] = []
             lowest = float("inf")
             for owner in found[1]:
                 deadline = owner.deadline
@@ -207,10 +207,10 @@ class TimerWheel(Generic[O]):
         return out
 
     def __len__(self) -> int:
-        """The number of owners with a deadline."""
+        """Return the number of owners with a deadline."""
         return self._live
 
-    def _add(self, owner: O, clock: str, deadline: float) -> None:
+    def _add(self, owner: OwnerT, clock: str, deadline: float) -> None:
         bucket = int(deadline // BUCKET_S)
         found = self._buckets.get((clock, bucket))
         self._entries += 1
@@ -228,7 +228,7 @@ class TimerWheel(Generic[O]):
 
     def _purge(self) -> None:
         """Drop the entries left behind by rescheduled owners (each live owner kept once)."""
-        live: dict[int, O] = {}
+        live: dict[int, OwnerT] = {}
         for (clock, bucket), (_, owners) in self._buckets.items():
             for owner in owners:
                 deadline = owner.deadline

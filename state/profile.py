@@ -198,7 +198,7 @@ class UserState:
 
     @staticmethod
     def user_id_of(data: bytes) -> str:
-        """The user id in :meth:`to_bytes` output, without rebuilding the state.
+        """Read the user id from :meth:`to_bytes` output without rebuilding the state.
 
         >>> UserState.user_id_of(UserState("u1").to_bytes())
         'u1'
