@@ -20,6 +20,7 @@ from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from confluent_kafka import KafkaException, Producer
 from confluent_kafka.admin import AdminClient
 from segstream.operators.events import iso_utc
+from segstream.operators.models import ModelEvent
 from segstream.operators.user import UserUpdate
 from segstream.state.redis import RedisStore
 
@@ -176,3 +177,28 @@ class RedisSink(DynamicSink[UserUpdate]):
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _RedisPartition:
         """Create this worker's Redis connection."""
         return _RedisPartition(RedisStore.from_url(self._url, self._prefix))
+
+
+class _RedisModelPartition(StatelessSinkPartition[ModelEvent]):
+    def __init__(self, store: RedisStore) -> None:
+        self._store = store
+
+    def write_batch(self, items: list[ModelEvent]) -> None:
+        started = time.perf_counter()
+        self._store.apply_model(items)
+        SINK_BATCH_SECONDS.labels("redis_model").observe(time.perf_counter() - started)
+
+    def close(self) -> None:
+        self._store.close()
+
+
+class RedisModelSink(DynamicSink[ModelEvent]):
+    """Writes the models' new versions (cluster descriptions, quality) to Redis."""
+
+    def __init__(self, config: Config) -> None:
+        self._url = config.redis_url
+        self._prefix = config.redis_prefix
+
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> _RedisModelPartition:
+        """Create this worker's Redis connection."""
+        return _RedisModelPartition(RedisStore.from_url(self._url, self._prefix))

@@ -20,12 +20,20 @@ from bytewax.dataflow import Dataflow
 from bytewax.inputs import Source
 from bytewax.operators import StatefulBatchLogic
 from bytewax.outputs import Sink
-from segstream.flows.connectors import KafkaOutSink, OutMessage, RedisSink, kafka_source
+from segstream.flows.connectors import (
+    KafkaOutSink,
+    OutMessage,
+    RedisModelSink,
+    RedisSink,
+    kafka_source,
+)
+from segstream.flows.models import LearnerStep, learn_items, model_event_messages
 from segstream.flows.timers import ClockSource, WorkerState, WorkerStates
 from segstream.operators.changes import change_key, change_value, dead_letter_headers
 from segstream.operators.event_time import PartitionWatermark, Stamped, Tick
 from segstream.operators.events import Event, Reason, Rejected, iso_utc
 from segstream.operators.features import FeatureConfig
+from segstream.operators.models import ModelConfig, ModelEvent, ModelHub
 from segstream.operators.parse import EventParser
 from segstream.operators.rfm import RfmInputs
 from segstream.operators.user import UserConfig, UserLogic, UserUpdate
@@ -49,10 +57,15 @@ SourceItem = KafkaSourceMessage[bytes | None, bytes | None] | KafkaError[bytes |
 
 @dataclass(frozen=True, slots=True)
 class Sinks:
-    """Where the flow writes: Kafka (changes and dead letters) and Redis (profiles)."""
+    """Where the flow writes: Kafka (changes, dead letters, model events) and Redis.
+
+    ``models`` receives the model learner's events for Redis (cluster
+    descriptions, the model version); ``None`` writes them nowhere.
+    """
 
     kafka: Sink[OutMessage]
     redis: Sink[UserUpdate]
+    models: Sink[ModelEvent] | None = None
 
 
 def partition_of(item: SourceItem) -> str:
@@ -250,7 +263,23 @@ class _UserStep(UserLogic, StatefulBatchLogic["Stamped | Tick", UserUpdate, byte
             self.worker.wheel.schedule(self, timer[1], timer[0])
 
 
-def user_config(config: Config, segments: SegmentsConfig) -> UserConfig:
+def model_config(config: Config) -> ModelConfig:
+    """Build the models' settings from the worker config."""
+    return ModelConfig(
+        snapshot_every_events=config.snapshot_every_events,
+        cluster_k=config.cluster_k,
+        cluster_halflife=config.cluster_halflife,
+        cluster_warmup=config.cluster_warmup,
+        churn_horizon_s=config.churn_horizon_s,
+        churn_warmup=config.churn_warmup,
+        churn_bands=(config.churn_medium_p, config.churn_high_p),
+        churn_hysteresis=config.churn_hysteresis,
+        version_tolerance=config.model_version_tolerance,
+    )
+
+
+def user_config(config: Config, segments: SegmentsConfig, hub: ModelHub | None = None
+                ) -> UserConfig:
     """Build the user step's settings from the worker config and the segments file."""
     return UserConfig(
         features=FeatureConfig(
@@ -264,6 +293,8 @@ def user_config(config: Config, segments: SegmentsConfig) -> UserConfig:
         ),
         state_ttl_s=config.state_ttl_s,
         max_pending_events=config.max_pending_events,
+        models=model_config(config) if hub is None else hub.config,
+        hub=hub,
     )
 
 
@@ -292,10 +323,12 @@ def build_flow(
     config = load_config() if config is None else config
     segments = load_segments(config.segments_file) if segments is None else segments
     parser = EventParser(taxonomy=config.taxonomy, max_event_bytes=config.max_event_bytes)
-    users = user_config(config, segments)
+    hub = ModelHub(model_config(config))
+    users = user_config(config, segments, hub)
     lateness, late_events = config.allowed_lateness_s, config.late_events
     if sinks is None:
-        sinks = Sinks(kafka=KafkaOutSink(config), redis=RedisSink(config))
+        sinks = Sinks(kafka=KafkaOutSink(config), redis=RedisSink(config),
+                      models=RedisModelSink(config))
     workers = WorkerStates(lateness)
     if clock_interval_s is None and source is None and tail:
         clock_interval_s = config.timer_tick_s
@@ -333,6 +366,17 @@ def build_flow(
         "serialize_changes", updates, lambda batch: change_messages(config.output_topic, batch)
     )
     # OutMessage (segment-changes topic)
-    op.output("kafka_out", op.merge("to_kafka", changes, dead_letters), sinks.kafka)
+    to_learner = op.flat_map("to_learner", updates, learn_items)
+    # ("models", LearnItem)
+    model_events = op.key_rm("unkey_models", op.stateful_batch(
+        "learn", to_learner, lambda resume: LearnerStep(hub, resume)))
+    # ModelEvent
+    model_messages = op.flat_map_batch(
+        "serialize_model_events", model_events,
+        lambda batch: model_event_messages(config.model_events_topic, batch))
+    # OutMessage (model-events topic)
+    op.output("kafka_out", op.merge("to_kafka", changes, dead_letters, model_messages), sinks.kafka)
     op.output("redis_out", updates, sinks.redis)
+    if sinks.models is not None:
+        op.output("redis_models", model_events, sinks.models)
     return flow

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import orjson
 from segstream.operators.events import Change, Rejected, iso_utc
+from segstream.operators.models import ModelEvent
 
 REASON_HEADER = "segstream.reason"
 DETAIL_HEADER = "segstream.detail"
@@ -41,6 +42,21 @@ def change_value(change: Change, *, emitted_at: float) -> bytes:
             "model_version": change.model_version,
         }
     )
+
+
+def model_event_value(event: ModelEvent, *, emitted_at: float) -> bytes:
+    """Return the JSON value of one message on the ``model-events`` topic.
+
+    >>> model_event_value(ModelEvent("drift", 3, 0.0, {"detector": "churn_error"}), emitted_at=1.0)
+    b'{"kind":"drift","model_version":3,"event_time":"1970-01-01T00:00:00.000Z","emitted_at":"1970-01-01T00:00:01.000Z","detail":{"detector":"churn_error"}}'
+    """
+    return orjson.dumps({
+        "kind": event.kind,
+        "model_version": event.model_version,
+        "event_time": iso_utc(event.event_time),
+        "emitted_at": iso_utc(emitted_at),
+        "detail": event.detail,
+    })
 
 
 def change_key(change: Change) -> bytes:

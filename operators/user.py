@@ -40,7 +40,7 @@ from __future__ import annotations
 
 from bisect import insort
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import orjson
@@ -55,15 +55,29 @@ from segstream.operators.features import (
     fire_cart_timer,
     rule_segments,
 )
+from segstream.operators.models import (
+    UNASSIGNED,
+    LearnItem,
+    ModelConfig,
+    ModelHub,
+    Prediction,
+    churn_band,
+    churn_vector,
+    cluster_vector,
+)
 from segstream.operators.rfm import RfmInputs
 from segstream.state.profile import NO_WATERMARK, Fact, Profile, UserState
 
 JOURNEY = "journey"
 RULE = "rule"
+CLUSTER = "cluster"
+CHURN = "churn"
 ENTER = "enter"
 EXIT = "exit"
 CART_TIMER = "cart_abandoner"
 EVICT_TIMER = "evict"
+SESSION_END_TIMER = "session_end"
+CHURN_LABEL_TIMER = "churn_label"
 VERSIONS_PER_SECOND = 1_000_000
 """A new user's first version is its creation time in microseconds (see ``_new_state``)."""
 
@@ -85,12 +99,17 @@ class UserConfig:
         features: the timeline step's settings (sessions, windows, journey...).
         state_ttl_s: event-time idleness after which a user is evicted.
         max_pending_events: pending events kept per user; beyond, the oldest settle early.
+        models: when feature snapshots are taken and how churn is labelled and banded.
+        hub: the models snapshots are predicted with (``None``: no predictions;
+            snapshots and labels are still emitted for a learner).
 
     """
 
     features: FeatureConfig = field(default_factory=FeatureConfig)
     state_ttl_s: float = 90 * 86400.0
     max_pending_events: int = 64
+    models: ModelConfig = field(default_factory=ModelConfig)
+    hub: ModelHub | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +123,7 @@ class UserUpdate:
         profile: Redis hash fields (strings), headline features included; empty if evicted.
         changes: membership changes, in version order.
         evicted: the user was evicted: Redis drops their hash and memberships.
+        learn: feature snapshots and churn labels for the model learner.
 
     """
 
@@ -113,6 +133,7 @@ class UserUpdate:
     profile: dict[str, str]
     changes: tuple[Change, ...]
     evicted: bool = False
+    learn: tuple[LearnItem, ...] = ()
 
 
 class UserLogic:
@@ -235,17 +256,26 @@ def _due(profile: Profile, config: UserConfig) -> tuple[float, str] | None:
     active = profile.last_seen if profile.last_seen is not None else profile.first_seen
     if active is None:
         return None
-    evict = (active + config.state_ttl_s, EVICT_TIMER)
-    if profile.cart_deadline is not None and profile.cart_deadline < evict[0]:
-        return (profile.cart_deadline, CART_TIMER)
-    return evict
+    due = (active + config.state_ttl_s, EVICT_TIMER)
+    if profile.cart_deadline is not None and profile.cart_deadline < due[0]:
+        due = (profile.cart_deadline, CART_TIMER)
+    if profile.label_at is not None:
+        label = profile.label_at + config.models.churn_horizon_s
+        if label < due[0]:
+            due = (label, CHURN_LABEL_TIMER)
+    if profile.sessions_total > profile.snapshot_session and profile.last_seen is not None:
+        # The session ends once the gap passes without an event (W > last_seen + gap).
+        end = profile.last_seen + config.features.session_gap_s
+        if end < due[0]:
+            due = (end, SESSION_END_TIMER)
+    return due
 
 
 class _Run:
     """One batch of one user: the decoded state, the current view, and the output."""
 
     __slots__ = ("config", "state", "view", "changes", "updates", "touched", "applied", "retired",
-                 "published")
+                 "published", "learn")
 
     def __init__(self, config: UserConfig, state: UserState | None) -> None:
         self.config = config
@@ -257,6 +287,7 @@ class _Run:
         self.applied = False  # an event was applied: publish the profile
         self.retired = 0  # last version of a life evicted in this batch
         self.published: dict[str, Any] | None = None  # features of the last profile output
+        self.learn: list[LearnItem] = []  # for the model learner
 
     # --- the two inputs ---------------------------------------------------------
 
@@ -324,9 +355,26 @@ class _Run:
         state = self.state
         assert state is not None
         fact = state.pending.pop(0)
-        apply_fact(state.settled, fact, self.config.features)
+        settled = state.settled
+        # The model timers belong to the timeline: when the watermark has not
+        # fired them (events settled early, see max_pending_events), the event
+        # that follows does, so snapshots and labels never depend on it.
+        if (settled.sessions_total > settled.snapshot_session and settled.last_seen is not None
+                and fact.ts - settled.last_seen > self.config.features.session_gap_s):
+            settled.snapshot_session = settled.sessions_total
+            self._snapshot(settled.last_seen + self.config.features.session_gap_s,
+                           f"timer:{SESSION_END_TIMER}", session_end=True)
+        if settled.label_at is not None:
+            # The user is back: the last session-end snapshot churned only if the
+            # horizon passed first (with the watermark, its timer labels it instead).
+            self._label(
+                churned=fact.ts > settled.label_at + self.config.models.churn_horizon_s)
+        apply_fact(settled, fact, self.config.features)
+        settled.since_snapshot += 1
         if not state.pending:
             self.view = None  # the view is the settled profile again
+        if settled.since_snapshot >= self.config.models.snapshot_every_events:
+            self._snapshot(fact.ts, f"snapshot:{fact.message_id}", session_end=False)
 
     def _fire(self, deadline: float, timer: str) -> None:
         state = self.state
@@ -336,8 +384,71 @@ class _Run:
             self.applied = True  # cart_abandoned_total changed, even if no membership did
             self._rebuild_view()
             self._publish(f"timer:{timer}", deadline)
+        elif timer == SESSION_END_TIMER:
+            state.settled.snapshot_session = state.settled.sessions_total
+            self._snapshot(deadline, f"timer:{timer}", session_end=True)
+        elif timer == CHURN_LABEL_TIMER:
+            self._label(churned=True)
         else:
             self._evict(deadline)
+
+    # --- models ----------------------------------------------------------------------
+
+    def _snapshot(self, at: float, cause: str, *, session_end: bool) -> None:
+        """Take a feature snapshot of the settled profile: predict, publish, pass it on to learn."""
+        state = self.state
+        assert state is not None
+        settled = state.settled
+        settled.since_snapshot = 0
+        values = features(settled, self.config.features, at)
+        cluster_x, churn_x = cluster_vector(values), churn_vector(values)
+        hub = self.config.hub
+        prediction = Prediction(None, None, 0) if hub is None else hub.predict(cluster_x, churn_x)
+        self.learn.append(LearnItem(cluster_x=cluster_x, event_time=at))
+        self.touched = True
+        settled.model_version = prediction.model_version
+        # Every snapshot takes two versions, one per model kind, used or not: the
+        # models' decisions depend on what they learned from other users (and, on
+        # a replay after a crash, on timing), so they must not shift the versions
+        # of the journey and rule changes that follow.
+        base = state.version
+        cluster = UNASSIGNED if prediction.cluster is None else str(prediction.cluster)
+        if cluster != settled.cluster:
+            self._change(CLUSTER, f"{CLUSTER}:{cluster}", ENTER,
+                         None if settled.cluster is None else f"{CLUSTER}:{settled.cluster}",
+                         at, cause, CLUSTER, model_version=prediction.model_version)
+            settled.cluster = cluster
+            self.applied = True
+        state.version = base + 1
+        p = prediction.churn_p
+        if p is not None:
+            settled.churn_p = p
+            self.applied = True
+            band = churn_band(p, settled.churn_band, self.config.models)
+            if band != settled.churn_band:
+                self._change(CHURN, f"{CHURN}:{band}", ENTER,
+                             None if settled.churn_band is None else f"{CHURN}:{settled.churn_band}",
+                             at, cause, CHURN, scores={"churn_p": p},
+                             model_version=prediction.model_version)
+                settled.churn_band = band
+        state.version = base + 2
+        if session_end:
+            settled.label_at, settled.label_p = at, p
+        if state.pending:
+            self._rebuild_view()  # the view carries the new model outputs too
+
+    def _label(self, *, churned: bool) -> None:
+        """Learn the pending session-end snapshot as churned or not."""
+        state = self.state
+        assert state is not None
+        settled = state.settled
+        at = settled.label_at
+        assert at is not None
+        values = features(settled, self.config.features, at)
+        self.learn.append(LearnItem(churn_x=churn_vector(values), churned=churned,
+                                    predicted=settled.label_p, event_time=at))
+        settled.label_at = settled.label_p = None
+        self.touched = True
 
     def _evict(self, deadline: float) -> None:
         state = self.state
@@ -348,6 +459,13 @@ class _Run:
                          deadline, cause, EVICT_TIMER)
         for segment in state.published_segments:
             self._change(RULE, segment, EXIT, None, deadline, cause, EVICT_TIMER)
+        settled = state.settled
+        if settled.cluster is not None:
+            self._change(CLUSTER, f"{CLUSTER}:{settled.cluster}", EXIT, None, deadline, cause,
+                         EVICT_TIMER)
+        if settled.churn_band is not None:
+            self._change(CHURN, f"{CHURN}:{settled.churn_band}", EXIT, None, deadline, cause,
+                         EVICT_TIMER)
         self.updates.append(UserUpdate(
             state.user_id, state.version, self._current().events_total, {},
             tuple(self.changes), evicted=True,
@@ -371,6 +489,8 @@ class _Run:
     def _current(self) -> Profile:
         state = self.state
         assert state is not None
+        if self.view is None and state.pending:
+            self._rebuild_view()
         return state.settled if self.view is None else self.view
 
     def _rebuild_view(self, *, copy: bool = False) -> None:
@@ -425,7 +545,8 @@ class _Run:
 
     def _change(
         self, kind: str, segment: str, change: str, previous: str | None,
-        event_time: float, cause: str, rule: str | None,
+        event_time: float, cause: str, rule: str | None, *,
+        scores: dict[str, float] | None = None, model_version: int | None = None,
     ) -> None:
         state = self.state
         assert state is not None
@@ -433,22 +554,27 @@ class _Run:
         self.changes.append(Change(
             user_id=state.user_id, kind=kind, segment=segment, change=change,
             previous=previous, event_time=event_time, version=state.version,
-            cause=cause, rule=rule,
+            cause=cause, rule=rule, scores=scores, model_version=model_version,
         ))
 
     def close(self) -> None:
         """Emit the update of the user's current life, if anything happened to it."""
         state = self.state
-        if state is None or not (self.applied or self.changes):
+        if state is None:
+            if self.learn and self.updates:  # evicted in this batch: the eviction carries them
+                self.updates[-1] = replace(self.updates[-1], learn=tuple(self.learn))
+            return
+        if not (self.applied or self.changes or self.learn):
             return
         view = self._current()
         values = features(view, self.config.features)
         self.published = values
         self.updates.append(UserUpdate(
             state.user_id, state.version, view.events_total,
-            profile_fields(values, state), tuple(self.changes),
+            profile_fields(values, state, view), tuple(self.changes), learn=tuple(self.learn),
         ))
         self.changes = []
+        self.learn = []
 
 
 def _order(fact: Fact) -> tuple[float, str]:
@@ -467,21 +593,36 @@ def _new_state(user_id: str, created: float, version: int) -> UserState:
     return UserState(user_id, version=base)
 
 
-def profile_fields(values: dict[str, Any], state: UserState) -> dict[str, str]:
+POPULATION_FIELDS = ("rfm", "cluster", "churn_p", "churn_band", "model_version")
+"""Profile fields that depend on the other users too (the RFM population, the shared
+models): a user replayed alone has the same profile except these."""
+
+
+def profile_fields(values: dict[str, Any], state: UserState,
+                   view: Profile | None = None) -> dict[str, str]:
     """Return the Redis profile hash of a user from its :func:`features`.
 
     ``updated_at`` is the sink's to add, ``rfm`` the population's (empty here).
+    The model outputs (``cluster``, ``churn_p``, ``churn_band``,
+    ``model_version``) come from ``view`` (default: the settled profile).
 
     >>> profile = Profile(events_total=2, first_seen=0.0, last_seen=60.0)
     >>> fields = profile_fields(features(profile, FeatureConfig()), UserState("u1"))
     >>> fields["events_total"], fields["last_seen"], fields["segments"], fields["traits"]
     ('2', '1970-01-01T00:01:00.000Z', '[]', '{}')
+    >>> fields["cluster"], fields["churn_p"]
+    ('', '')
     """
+    models = state.settled if view is None else view
     out = {
         "journey": state.published_journey or "",
         "segments": orjson.dumps(state.published_segments).decode(),
         "version": str(state.version),
         "rfm": "",
+        "cluster": models.cluster or "",
+        "churn_p": "" if models.churn_p is None else repr(models.churn_p),
+        "churn_band": models.churn_band or "",
+        "model_version": str(models.model_version),
     }
     for name, value in values.items():
         if value is None:

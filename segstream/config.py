@@ -148,6 +148,48 @@ class Config:
         default=0.2,
         metadata=_doc("How often each worker checks for due event-time timers while tailing."),
     )
+    model_events_topic: str = field(
+        default="segstream-model-events",
+        metadata=_doc("Topic receiving model versions (cluster descriptions, quality) and drifts."),
+    )
+    snapshot_every_events: int = field(
+        default=20,
+        metadata=_doc("A feature snapshot for the models every N events of a user, "
+                      "besides the one at each session's end."),
+    )
+    cluster_k: int = field(default=4, metadata=_doc("Number of behavioural clusters."))
+    cluster_warmup: int = field(
+        default=1000,
+        metadata=_doc("Snapshots learned before clusters are assigned (until then: "
+                      "cluster:unassigned)."),
+    )
+    cluster_halflife: float = field(
+        default=0.01,
+        metadata=_doc("How far a cluster centre moves towards each snapshot it wins (0-1)."),
+    )
+    churn_horizon_s: float = field(
+        default=14 * 86400.0,
+        metadata=_doc("Churned = no activity within this long (event time) after a session."),
+    )
+    churn_warmup: int = field(
+        default=200, metadata=_doc("Churn labels learned before probabilities are published.")
+    )
+    churn_medium_p: float = field(
+        default=0.3, metadata=_doc("Churn probability at which the medium band starts.")
+    )
+    churn_high_p: float = field(
+        default=0.7, metadata=_doc("Churn probability at which the high band starts.")
+    )
+    churn_hysteresis: float = field(
+        default=0.05,
+        metadata=_doc("A churn band is entered this far above its threshold and left this far "
+                      "below it."),
+    )
+    model_version_tolerance: float = field(
+        default=0.25,
+        metadata=_doc("Movement (in standard deviations) of a cluster centre or churn weight "
+                      "that makes a new model_version."),
+    )
     max_event_bytes: int = field(
         default=32768, metadata=_doc("Events larger than this are dead-lettered as oversized.")
     )
@@ -384,8 +426,36 @@ def _check(config: Config, *, source: str) -> None:
         raise ConfigError(
             "dlq_topic", source, "must not be an input topic (dead letters would loop back in)"
         )
+    _check_models(config, source)
     if config.metrics_port > 65535:
         raise ConfigError("metrics_port", source, "must be a TCP port (0 disables)")
+
+
+def _check_models(config: Config, source: str) -> None:
+    if config.snapshot_every_events < 1:
+        raise ConfigError("snapshot_every_events", source, "must be >= 1")
+    if config.cluster_k < 2:
+        raise ConfigError("cluster_k", source, "must be >= 2")
+    if config.cluster_warmup < config.cluster_k:
+        raise ConfigError("cluster_warmup", source, f"must be >= cluster_k ({config.cluster_k})")
+    if not 0 < config.cluster_halflife <= 1:
+        raise ConfigError("cluster_halflife", source, "must be in (0, 1]")
+    if config.churn_horizon_s <= 0:
+        raise ConfigError("churn_horizon_s", source, "must be > 0 seconds")
+    if config.churn_warmup < 1:
+        raise ConfigError("churn_warmup", source, "must be >= 1")
+    if not 0 < config.churn_medium_p < config.churn_high_p < 1:
+        raise ConfigError("churn_high_p", source,
+                          "must be above churn_medium_p, both strictly between 0 and 1")
+    if not 0 <= config.churn_hysteresis < (config.churn_high_p - config.churn_medium_p) / 2:
+        raise ConfigError("churn_hysteresis", source,
+                          "must be >= 0 and under half the gap between churn_medium_p and "
+                          "churn_high_p")
+    if config.model_version_tolerance <= 0:
+        raise ConfigError("model_version_tolerance", source, "must be > 0")
+    if config.model_events_topic in (config.output_topic, config.dlq_topic, *config.input_topics):
+        raise ConfigError("model_events_topic", source,
+                          "must differ from the output, dead-letter and input topics")
 
 
 def describe() -> list[tuple[str, str, str, str]]:

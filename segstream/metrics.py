@@ -67,6 +67,25 @@ LAST_BATCH_UNIXTIME = Gauge(
     "segstream_last_batch_timestamp_seconds", "Unix time the worker last took a batch of input."
 )
 
+MODEL_SNAPSHOTS = Counter(
+    "segstream_model_snapshots_total", "Feature snapshots the model learner learned from."
+)
+CHURN_LABELS = Counter(
+    "segstream_churn_labels_total", "Delayed churn labels learned, by outcome.", ["churned"]
+)
+MODEL_VERSION = Gauge("segstream_model_version", "Version of the models the learner holds.")
+MODEL_DRIFTS = Counter(
+    "segstream_model_drifts_total", "Drifts detected, by detector (churn_error, cluster_mix).",
+    ["detector"],
+)
+CHURN_ROC_AUC = Gauge(
+    "segstream_churn_roc_auc", "Rolling ROC-AUC of churn predictions (predicted before learned)."
+)
+CHURN_LOG_LOSS = Gauge("segstream_churn_log_loss", "Rolling log loss of churn predictions.")
+CLUSTER_SILHOUETTE = Gauge(
+    "segstream_cluster_silhouette", "Simplified silhouette of a rolling sample of snapshots."
+)
+
 _STARTED = time.time()
 
 

@@ -32,7 +32,7 @@ import orjson
 
 from segstream.errors import StateError
 
-STATE_FORMAT = 2
+STATE_FORMAT = 3
 """Bumped whenever the byte layout changes; older snapshots are refused with advice."""
 
 NO_WATERMARK = float("-inf")
@@ -111,6 +111,22 @@ class Profile:
     journey: str | None = None
     journey_rule: str | None = None
     """The transition that led to ``journey`` (``start`` for the initial phase)."""
+    since_snapshot: int = 0
+    """Settled events since the user's last feature snapshot."""
+    snapshot_session: int = 0
+    """``sessions_total`` when the last session-end snapshot was taken (one per session)."""
+    label_at: float | None = None
+    """Event time of the session-end snapshot awaiting its churn label."""
+    label_p: float | None = None
+    """The churn probability published for that snapshot (``None``: none was)."""
+    cluster: str | None = None
+    """Published cluster (``unassigned`` before the clusterer is warm; ``None``: no snapshot yet)."""
+    churn_p: float | None = None
+    """Churn probability of the latest snapshot, once the churn model is warm."""
+    churn_band: str | None = None
+    """Published churn band (``low``, ``medium``, ``high``)."""
+    model_version: int = 0
+    """Version of the models behind ``cluster`` and ``churn_p``."""
 
     def copy(self) -> Profile:
         """Return an independent copy (the mutable parts are copied too)."""

@@ -5,6 +5,12 @@ Key layout (prefix configurable, default ``seg:``), written only here:
 - ``{prefix}user:{user_id}``: hash of the profile (``journey``, ``segments``,
   ``version``, ``updated_at`` and the headline features).
 - ``{prefix}members:{segment}``: set of the user ids currently in ``segment``.
+- ``{prefix}model``: hash of the models' current ``model_version``, the
+  ``event_time`` it was made at and a ``summary`` (JSON: quality, cluster
+  descriptions).
+- ``{prefix}cluster:{id}``: hash of one behavioural cluster: ``description``
+  (e.g. ``high search_share, low order_value``), ``centre`` (JSON, in
+  standard deviations from the mean) and ``model_version``.
 
 Writes go through one Lua script per user, batched in one pipeline per sink
 batch. The script applies a profile only if ``(version, events_total)`` is
@@ -29,7 +35,8 @@ import orjson
 import redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
-from segstream.operators.events import Change
+from segstream.operators.events import Change, iso_utc
+from segstream.operators.models import ModelEvent
 from segstream.operators.user import UserUpdate
 
 ENTER = "enter"
@@ -104,6 +111,14 @@ class RedisLayout:
         """SCAN pattern matching every profile hash."""
         return f"{self.prefix}user:*"
 
+    def model(self) -> str:
+        """Key of the models' hash: version, quality, cluster descriptions."""
+        return f"{self.prefix}model"
+
+    def cluster(self, cluster_id: str) -> str:
+        """Key of one cluster's hash: its description and centre."""
+        return f"{self.prefix}cluster:{cluster_id}"
+
 
 def membership_ops(changes: Iterable[Change]) -> list[tuple[int, str, str]]:
     """Turn changes into ``(version, "+"|"-", segment)`` set operations, in order.
@@ -125,6 +140,27 @@ def membership_ops(changes: Iterable[Change]) -> list[tuple[int, str, str]]:
     return ops
 
 
+# KEYS[1] = the models' hash, KEYS[2..] = cluster hashes. ARGV[1] = model
+# version, ARGV[2] = the models' fields as a JSON object, ARGV[3..] = each
+# cluster's fields (aligned with KEYS[2..]). Written only if the version is
+# newer than the stored one.
+_APPLY_MODEL = """
+local cur = tonumber(redis.call('HGET', KEYS[1], 'model_version')) or -1
+if tonumber(ARGV[1]) <= cur then
+  return 0
+end
+for k = 1, #KEYS do
+  local flat = {}
+  for name, value in pairs(cjson.decode(ARGV[k + 1])) do
+    flat[#flat + 1] = name
+    flat[#flat + 1] = value
+  end
+  redis.call('HSET', KEYS[k], unpack(flat))
+end
+return 1
+"""
+
+
 class RedisStore:
     """Writes profile updates and memberships; reads profiles back.
 
@@ -138,6 +174,7 @@ class RedisStore:
         self._client = client
         self._layout = layout
         self._apply = client.register_script(_APPLY_UPDATE)
+        self._apply_model = client.register_script(_APPLY_MODEL)
 
     @classmethod
     def from_url(cls, url: str, prefix: str = "seg:", *, retry_s: float = 30.0) -> RedisStore:
@@ -197,6 +234,46 @@ class RedisStore:
             args.append(update.user_id)
             self._apply(keys=keys, args=args, client=pipe)
         return sum(int(x) for x in pipe.execute())
+
+    def apply_model(self, events: Sequence[ModelEvent]) -> int:
+        """Write the newest ``version`` event: the models' hash and one hash per cluster.
+
+        A write never moves ``model_version`` back (a replay after a crash is
+        harmless). Returns how many versions were written.
+        """
+        versions = [e for e in events if e.kind == "version"]
+        if not versions:
+            return 0
+        newest = max(versions, key=lambda e: e.model_version)
+        detail = newest.detail
+        fields = {
+            "model_version": str(newest.model_version),
+            "event_time": iso_utc(newest.event_time),
+            "summary": orjson.dumps(detail).decode(),
+        }
+        clusters = {
+            self._layout.cluster(cid): {
+                "description": text,
+                "centre": orjson.dumps(detail.get("centres", {}).get(cid, {})).decode(),
+                "model_version": str(newest.model_version),
+            }
+            for cid, text in detail.get("clusters", {}).items()
+        }
+        written = self._apply_model(
+            keys=[self._layout.model(), *clusters],
+            args=[newest.model_version, orjson.dumps(fields),
+                  *(orjson.dumps(c) for c in clusters.values())],
+        )
+        return int(written)
+
+    def model_info(self) -> dict[str, str]:
+        """Return the models' hash (empty before the first version)."""
+        return {_text(k): _text(v) for k, v in self._client.hgetall(self._layout.model()).items()}
+
+    def cluster_info(self, cluster_id: str) -> dict[str, str]:
+        """Return one cluster's hash: ``description``, ``centre`` (JSON), ``model_version``."""
+        raw = self._client.hgetall(self._layout.cluster(cluster_id))
+        return {_text(k): _text(v) for k, v in raw.items()}
 
     def profile(self, user_id: str) -> dict[str, str]:
         """Return a user's profile hash (empty if unknown)."""

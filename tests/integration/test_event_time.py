@@ -134,7 +134,10 @@ def test_idle_users_are_evicted_from_state_and_redis(
     assert idle == [
         ("journey:awareness", "enter", "idle-0"), ("journey:consideration", "enter", "idle-0"),
         ("needs_enrichment", "enter", "idle-0"),
+        # Its session ends 30 min later: a feature snapshot (the clusterer is not warm yet).
+        ("cluster:unassigned", "enter", "timer:session_end"),
         ("journey:consideration", "exit", "timer:evict"), ("needs_enrichment", "exit", "timer:evict"),
+        ("cluster:unassigned", "exit", "timer:evict"),
     ]
     returner = [d for d in docs if d["user_id"] == "returner"]
     versions = [d["version"] for d in returner]
@@ -142,8 +145,11 @@ def test_idle_users_are_evicted_from_state_and_redis(
     assert [(d["segment"], d["change"], d["cause"]) for d in returner] == [
         ("journey:awareness", "enter", "returner-1"), ("journey:consideration", "enter", "returner-1"),
         ("needs_enrichment", "enter", "returner-1"),
+        ("cluster:unassigned", "enter", "timer:session_end"),
         ("journey:consideration", "exit", "timer:evict"), ("needs_enrichment", "exit", "timer:evict"),
+        ("cluster:unassigned", "exit", "timer:evict"),
         ("journey:awareness", "enter", "returner-10805"), ("needs_enrichment", "enter", "returner-10805"),
+        ("cluster:unassigned", "enter", "timer:session_end"),  # busy's events end the session
     ]
     store = RedisStore.from_url(redis_server.url, redis_prefix)
     assert store.profile("idle") == {}

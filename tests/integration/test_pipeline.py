@@ -43,7 +43,7 @@ PROFILE_FIELDS = {
     "bounce_rate", "purchases_total", "revenue_total", "purchases_30d", "purchases_90d",
     "revenue_30d", "revenue_90d", "aov_90d", "last_purchase", "since_last_purchase_s",
     "engagement", "device", "country", "channel", "traits", "completeness",
-    "cart_abandoned_total", "rfm",
+    "cart_abandoned_total", "rfm", "cluster", "churn_p", "churn_band", "model_version",
     *(f"{role}_{h}" for role in ("product_view", "search", "add_to_cart", "checkout", "purchase")
       for h in ("1h", "24h", "7d", "30d")),
 }
@@ -95,6 +95,13 @@ def test_scripted_journey(pipeline: Config, kafka_broker: TansuBroker, redis_ser
         {"user_id": "alice", "segment": "journey:retention", "previous": "journey:decision",
          "version": a + 4, "event_time": "2024-05-01T12:01:30.000Z", "cause": "alice-7290",
          "rule": "decision->retention", **common},
+        # The first session ended 30 min after its last event: a feature snapshot
+        # (one user is far from the clusterer's warm-up: unassigned). Snapshots are
+        # taken on settled events, so it comes once the watermark passed it, after
+        # the retention change that was published as soon as its event came.
+        {"user_id": "alice", "segment": "cluster:unassigned", "previous": None,
+         "version": a + 5, "event_time": "2024-05-01T10:31:30.000Z", "cause": "timer:session_end",
+         "rule": "cluster", **common, "kind": "cluster", "model_version": 0},
     ]
     assert by_user["bob"] == [
         {"user_id": "bob", "segment": "journey:awareness", "previous": None, "version": b + 1,
@@ -114,7 +121,7 @@ def test_scripted_journey(pipeline: Config, kafka_broker: TansuBroker, redis_ser
         "revenue_total", "first_seen", "last_seen", "session_events", "purchase_24h",
         "product_view_1h", "aov_90d", "device", "country", "channel", "traits", "completeness",
         "last_purchase", "since_last_purchase_s", "bounce_rate", "rfm")} == {
-        "journey": "retention", "segments": "[]", "version": str(a + 4), "events_total": "5",
+        "journey": "retention", "segments": "[]", "version": str(a + 5), "events_total": "5",
         "sessions_total": "2", "purchases_total": "2", "revenue_total": "50.0",
         "first_seen": "2024-05-01T10:00:00.000Z", "last_seen": "2024-05-01T12:01:30.000Z",
         "session_events": "1", "purchase_24h": "2", "product_view_1h": "0", "aov_90d": "25.0",
@@ -123,11 +130,13 @@ def test_scripted_journey(pipeline: Config, kafka_broker: TansuBroker, redis_ser
         "last_purchase": "2024-05-01T12:01:30.000Z", "since_last_purchase_s": "0.0",
         "bounce_rate": "0.5", "rfm": "333",  # a lone buyer is the median of every dimension
     }
+    assert {k: alice_profile[k] for k in ("cluster", "churn_p", "churn_band", "model_version")} == {
+        "cluster": "unassigned", "churn_p": "", "churn_band": "", "model_version": "0"}
     assert store.profile("bob")["events_total"] == "2"
     assert store.profile("bob")["segments"] == '["needs_enrichment"]'
     # Emptied sets disappear in Redis, so only non-empty segments remain.
     assert store.segments() == {"journey:retention": {"alice"}, "journey:awareness": {"bob"},
-                                "needs_enrichment": {"bob"}}
+                                "needs_enrichment": {"bob"}, "cluster:unassigned": {"alice"}}
     assert kafka_broker.read_topic(pipeline.dlq_topic) == []
 
 

@@ -264,14 +264,18 @@ def test_eviction_then_return_starts_clean(first_life: list, second_life: list) 
     later = [dataclasses.replace(e, message_id="b" + e.message_id, timestamp=e.timestamp + 30 * DAY)
              for e in to_events(second_life)]
     logic, updates = run(stamp(before), config)
+    # The session ends first (a feature snapshot: the user enters a cluster).
+    updates += logic.on_items([Tick(last + config.features.session_gap_s + 1, CLOCK)])
     published = state_of(logic)
+    assert published.settled.cluster == "unassigned"
     evicted = logic.on_items([Tick(last + 10 * DAY + 1, CLOCK)])
     assert logic.data is None
     [update] = evicted
     assert update.evicted and update.profile == {}
     exits = {c.segment for c in update.changes}
     assert all(c.change == "exit" and c.cause == "timer:evict" for c in update.changes)
-    assert exits == {f"journey:{published.published_journey}", *published.published_segments}
+    assert exits == {f"journey:{published.published_journey}", *published.published_segments,
+                     "cluster:unassigned"}
 
     after = logic.on_items(stamp(timeline(later)))
     fresh, fresh_updates = run(stamp(timeline(later)), config)
@@ -344,6 +348,9 @@ def test_cart_abandoner_fires_once_in_event_time() -> None:
     deadline = T0 + 300 + DAY
     assert logic.timer == (T0 + 300, CLOCK)  # first wake-up: settle the burst
     assert logic.on_items([Tick(T0 + 301, CLOCK)]) == []
+    session_end = T0 + 300 + UserConfig().features.session_gap_s
+    assert logic.timer == (session_end, CLOCK)  # then the end of the session (a snapshot)
+    updates += logic.on_items([Tick(session_end + 1, CLOCK)])
     assert logic.timer == (deadline, CLOCK)
     assert logic.on_items([Tick(deadline, CLOCK)]) == []  # not past the deadline yet
     updates += logic.on_items([Tick(deadline + 1, CLOCK)])
@@ -420,7 +427,13 @@ def test_a_tick_past_the_last_pending_event_settles_an_idle_user() -> None:
     assert logic.on_items([Tick(T0 + 2.5, CLOCK)]) == []  # nothing published: only settled
     assert state_of(logic).pending == []
     assert len(logic.snapshot() or b"") < before
-    assert logic.timer is not None and logic.timer[0] == T0 + 2 + 90 * DAY  # now: eviction
+    # Now the end of the session (a feature snapshot), then the churn label, then eviction.
+    gap = UserConfig().features.session_gap_s
+    assert logic.timer is not None and logic.timer[0] == T0 + 2 + gap
+    logic.on_items([Tick(T0 + 3 + gap, CLOCK)])
+    assert logic.timer is not None and logic.timer[0] == T0 + 2 + gap + 14 * DAY
+    logic.on_items([Tick(T0 + 3 + gap + 14 * DAY, CLOCK)])
+    assert logic.timer is not None and logic.timer[0] == T0 + 2 + 90 * DAY
 
 
 def test_state_size_is_bounded() -> None:

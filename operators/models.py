@@ -1,0 +1,576 @@
+"""Online models: behavioural clusters with stable ids, churn with delayed labels, drift.
+
+The user step takes a *feature snapshot* of a user at meaningful moments (the
+end of a session, every N settled events) and asks the worker's
+:class:`ModelHub` for a prediction: the user's cluster and churn probability,
+with the ``model_version`` that made them. What the models learn from reaches
+the one *learner* (a keyed Bytewax step, so its state is in recovery
+snapshots) as :class:`LearnItem` s:
+
+- every snapshot, for the clusterer;
+- every churn *label*: a user's session-end snapshot is labelled ``0`` when
+  they come back within the churn horizon and ``1`` when the horizon passes in
+  event time without activity (a timer), and learned then, with the
+  probability that was predicted for it (progressive validation: predict
+  before learn).
+
+Everything here is plain Python over River; ``docs/models.md`` explains the
+choices and how to tune them.
+
+>>> models = Models(ModelConfig(cluster_k=2, cluster_warmup=4))
+>>> for i in range(8):
+...     _ = models.learn(LearnItem(cluster_x={"a": float(i % 2), "b": 1.0}))
+>>> models.predict({"a": 1.0, "b": 1.0}, None).cluster is not None
+True
+"""
+
+from __future__ import annotations
+
+import math
+import pickle
+import random
+import threading
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import river.cluster
+import river.drift
+import river.linear_model
+import river.metrics
+import river.optim
+import river.preprocessing
+import river.utils
+
+from segstream.errors import StateError
+
+# River ships without type hints; reach it through ``Any`` rather than
+# silencing every call.
+cluster: Any = river.cluster
+drift: Any = river.drift
+linear_model: Any = river.linear_model
+metrics: Any = river.metrics
+optim: Any = river.optim
+preprocessing: Any = river.preprocessing
+utils: Any = river.utils
+
+UNASSIGNED = "unassigned"
+"""Cluster of a user before the clusterer is warm (segment ``cluster:unassigned``)."""
+
+CHURN_BANDS = ("low", "medium", "high")
+
+
+@dataclass(frozen=True, slots=True)
+class ModelConfig:
+    """Settings of the online models (``[models]`` in the config file).
+
+    Attributes:
+        snapshot_every_events: a snapshot every N settled events of a user,
+            besides the one at the end of each session.
+        cluster_k: number of behavioural clusters.
+        cluster_halflife: how far a cluster centre moves towards each point it wins
+            (River ``KMeans`` ``halflife``).
+        cluster_warmup: snapshots buffered before the clusterer is seeded (k-means++
+            and a few Lloyd rounds on the buffer); until then users are
+            ``cluster:unassigned``.
+        churn_horizon_s: "churned" means no activity within this long after a
+            session ends.
+        churn_warmup: labels learned before churn probabilities are published.
+        churn_learning_rate: SGD step of the logistic regression.
+        churn_bands: probability thresholds of the ``medium`` and ``high`` bands.
+        churn_hysteresis: a band is entered ``hysteresis`` above its threshold and
+            left ``hysteresis`` below it, so a user near a threshold does not flap.
+        quality_window: labels (churn) and snapshots (clusters) the rolling quality
+            metrics and the silhouette sample cover.
+        version_every: learned items between checks whether the model changed
+            enough to count as a new ``model_version``.
+        version_tolerance: how far (in standard deviations of a feature) a cluster
+            centre, or how much a churn weight, must move for a new version.
+        seed: seed of the clusterer's random choices.
+
+    """
+
+    snapshot_every_events: int = 20
+    cluster_k: int = 4
+    cluster_halflife: float = 0.01
+    cluster_warmup: int = 1000
+    churn_horizon_s: float = 14 * 86400.0
+    churn_warmup: int = 200
+    churn_learning_rate: float = 0.05
+    churn_bands: tuple[float, float] = (0.3, 0.7)
+    churn_hysteresis: float = 0.05
+    quality_window: int = 2000
+    version_every: int = 1000
+    version_tolerance: float = 0.25
+    seed: int = 42
+
+
+# --- feature vectors -----------------------------------------------------------------
+
+ROLE_SHARES = ("product_view", "search", "add_to_cart", "checkout", "purchase")
+
+
+def _log(value: float | None) -> float:
+    return math.log1p(value) if value and value > 0 else 0.0
+
+
+def cluster_vector(values: dict[str, Any]) -> dict[str, float]:
+    """Return the behaviour a user is clustered on, from their ``features()``.
+
+    Shares and rates rather than counts, so a heavy and a light user with the
+    same habits land together; heavy-tailed amounts on a log scale.
+
+    >>> x = cluster_vector({"product_view_30d": 3, "search_30d": 1, "add_to_cart_30d": 0,
+    ...     "checkout_30d": 0, "purchase_30d": 0, "events_total": 8, "events_per_session": 4.0,
+    ...     "bounce_rate": 0.5, "aov_90d": None, "device": "mobile"})
+    >>> x["search_share"], x["mobile"], x["commerce_share"]
+    (0.25, 1.0, 0.5)
+    """
+    counts = [values[f"{role}_30d"] for role in ROLE_SHARES]
+    commerce = sum(counts)
+    out = {f"{role}_share": (n / commerce if commerce else 0.0)
+           for role, n in zip(ROLE_SHARES, counts, strict=True)}
+    out["commerce_share"] = min(1.0, commerce / values["events_total"]) if values["events_total"] else 0.0
+    out["events_per_session"] = _log(values["events_per_session"])
+    out["bounce_rate"] = float(values["bounce_rate"] or 0.0)
+    out["order_value"] = _log(values["aov_90d"])
+    out["mobile"] = 1.0 if values["device"] == "mobile" else 0.0
+    return out
+
+
+def churn_vector(values: dict[str, Any]) -> dict[str, float]:
+    """Return what the churn model reads: the behaviour mix plus activity and tenure."""
+    out = cluster_vector(values)
+    first, last = values["first_seen"], values["last_seen"]
+    out["tenure_days"] = _log(0.0 if first is None or last is None else (last - first) / 86400.0)
+    out["sessions"] = _log(values["sessions_total"])
+    out["events"] = _log(values["events_total"])
+    out["purchases_90d"] = _log(values["purchases_90d"])
+    out["engagement"] = _log(values["engagement"])
+    return out
+
+
+# --- what flows between the user step and the learner ----------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class LearnItem:
+    """One thing for the learner: a snapshot to cluster, and/or a churn label.
+
+    Attributes:
+        cluster_x: the snapshot's :func:`cluster_vector` (``None``: a label only).
+        churn_x: for a label, the :func:`churn_vector` of the labelled snapshot.
+        churned: the label (``None``: no label).
+        predicted: the churn probability published for the labelled snapshot
+            (``None`` if none was: the model was not warm yet).
+        event_time: when it happened, in event time.
+
+    """
+
+    cluster_x: dict[str, float] | None = None
+    churn_x: dict[str, float] | None = None
+    churned: bool | None = None
+    predicted: float | None = None
+    event_time: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Prediction:
+    """What the models say of one snapshot.
+
+    Attributes:
+        cluster: stable cluster id, or ``None`` while the clusterer warms up.
+        churn_p: churn probability, or ``None`` while the churn model warms up.
+        model_version: the version of the models that decided.
+
+    """
+
+    cluster: int | None
+    churn_p: float | None
+    model_version: int
+
+
+@dataclass(frozen=True, slots=True)
+class ModelEvent:
+    """Something the learner reports on the ``model-events`` topic.
+
+    Attributes:
+        kind: ``version`` (the models changed enough for a new version; carries
+            the cluster descriptions and quality), or ``drift`` (a detector fired).
+        model_version: the version after the event.
+        event_time: event time of the item that caused it.
+        detail: kind-specific fields (JSON-ready).
+
+    """
+
+    kind: str
+    model_version: int
+    event_time: float
+    detail: dict[str, Any]
+
+
+def churn_band(p: float, previous: str | None, config: ModelConfig) -> str:
+    """Return the churn band of probability ``p``, with hysteresis around the thresholds.
+
+    A band is entered only ``churn_hysteresis`` beyond its threshold and left
+    only ``churn_hysteresis`` short of it, so a probability wandering around a
+    threshold keeps the user where they are.
+
+    >>> config = ModelConfig(churn_bands=(0.3, 0.7), churn_hysteresis=0.05)
+    >>> churn_band(0.72, "medium", config), churn_band(0.76, "medium", config)
+    ('medium', 'high')
+    >>> churn_band(0.66, "high", config), churn_band(0.64, "high", config)
+    ('high', 'medium')
+    """
+    medium, high = config.churn_bands
+    h = config.churn_hysteresis
+    plain = "high" if p >= high else "medium" if p >= medium else "low"
+    if previous is None or previous == plain:
+        return plain
+    rank = CHURN_BANDS.index
+    thresholds = {"medium": medium, "high": high}
+    if rank(plain) > rank(previous):  # moving up: the band entered needs p clear of its threshold
+        target = plain
+        while target != previous and p < thresholds[target] + h:
+            target = CHURN_BANDS[rank(target) - 1]
+        return target
+    # moving down: leave each band only when p is clear below its threshold
+    target = previous
+    while target != plain and p < thresholds[target] - h:
+        target = CHURN_BANDS[rank(target) - 1]
+    return target
+
+
+# --- the models --------------------------------------------------------------------------
+
+
+def _distance2(a: dict[str, float], b: dict[str, float]) -> float:
+    return sum((a.get(k, 0.0) - b.get(k, 0.0)) ** 2 for k in a.keys() | b.keys())
+
+
+class ClusterModel:
+    """Standard scaling and River's online ``KMeans``, seeded from a warm-up buffer.
+
+    River's ``KMeans`` starts from random centres and only moves the centre a
+    point is closest to, so a badly placed centre never wins a point and a
+    cluster stays empty. This one buffers the first ``cluster_warmup``
+    snapshots, seeds the centres with k-means++ and a few Lloyd rounds on them,
+    and learns online from there. River's ``KMeans`` never renumbers its
+    centres, so once seeded a cluster keeps its id for as long as it lives.
+    """
+
+    def __init__(self, config: ModelConfig) -> None:
+        self.config = config
+        self.scaler = preprocessing.StandardScaler()
+        self.kmeans = cluster.KMeans(n_clusters=config.cluster_k, halflife=config.cluster_halflife,
+                                     seed=config.seed)
+        self.warmup: list[dict[str, float]] | None = []
+        self.rng = random.Random(config.seed)
+
+    @property
+    def warm(self) -> bool:
+        """Whether the centres are seeded and users get a cluster."""
+        return self.warmup is None
+
+    def predict(self, x: dict[str, float]) -> int | None:
+        """Return the cluster of ``x`` (``None`` before warm-up ends)."""
+        if self.warmup is not None:
+            return None
+        return int(self.kmeans.predict_one(self.scaler.transform_one(x)))
+
+    def learn(self, x: dict[str, float]) -> None:
+        """Learn one snapshot."""
+        self.scaler.learn_one(x)
+        if self.warmup is not None:
+            self.warmup.append(x)
+            if len(self.warmup) >= self.config.cluster_warmup:
+                self._seed(self.warmup)
+                self.warmup = None
+            return
+        self.kmeans.learn_one(self.scaler.transform_one(x))
+
+    def centres(self) -> dict[int, dict[str, float]]:
+        """Return the centres in standard deviations from the mean of each feature."""
+        if self.warmup is not None:
+            return {}
+        return {i: dict(centre) for i, centre in self.kmeans.centers.items()}
+
+    def describe(self, top: int = 3, threshold: float = 0.5) -> dict[int, str]:
+        """Return a readable description of each cluster from its centre.
+
+        The features furthest from the population mean (``|z| >= threshold``),
+        at most ``top`` of them, e.g. ``high search_share, low order_value``.
+        """
+        out = {}
+        for i, centre in self.centres().items():
+            notable = sorted(((abs(z), name, z) for name, z in centre.items() if abs(z) >= threshold),
+                             reverse=True)[:top]
+            out[i] = ", ".join(f"{'high' if z > 0 else 'low'} {name}" for _, name, z in notable) or "average"
+        return out
+
+    def _seed(self, points: list[dict[str, float]]) -> None:
+        scaled = [self.scaler.transform_one(x) for x in points]
+        k = min(self.config.cluster_k, len(scaled))
+        centres = [dict(self.rng.choice(scaled))]
+        while len(centres) < k:  # k-means++: far points are likelier seeds
+            weights = [min(_distance2(p, c) for c in centres) for p in scaled]
+            total = sum(weights)
+            if total == 0:
+                centres.append(dict(self.rng.choice(scaled)))
+                continue
+            centres.append(dict(self.rng.choices(scaled, weights=weights)[0]))
+        for _ in range(10):  # Lloyd rounds on the buffer
+            groups: list[list[dict[str, float]]] = [[] for _ in centres]
+            for p in scaled:
+                groups[min(range(len(centres)), key=lambda i: _distance2(p, centres[i]))].append(p)
+            for i, group in enumerate(groups):
+                if group:
+                    names = {name for p in group for name in p}
+                    centres[i] = {n: sum(p.get(n, 0.0) for p in group) / len(group) for n in names}
+        for i, centre in enumerate(centres):
+            self.kmeans.centers[i].clear()
+            self.kmeans.centers[i].update(centre)
+
+
+class ChurnModel:
+    """Standard scaling and logistic regression, learned from delayed labels."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        self.config = config
+        self.model = preprocessing.StandardScaler() | linear_model.LogisticRegression(
+            optimizer=optim.SGD(config.churn_learning_rate))
+        self.labels = 0
+
+    @property
+    def warm(self) -> bool:
+        """Whether probabilities are published."""
+        return self.labels >= self.config.churn_warmup
+
+    def predict(self, x: dict[str, float]) -> float | None:
+        """Return the churn probability of ``x`` (``None`` before warm-up ends)."""
+        if not self.warm:
+            return None
+        return float(self.model.predict_proba_one(x).get(True, 0.0))
+
+    def learn(self, x: dict[str, float], churned: bool) -> None:
+        """Learn one label."""
+        self.model.learn_one(x, churned)
+        self.labels += 1
+
+    def weights(self) -> dict[str, float]:
+        """Return the regression's weights (per standardized feature)."""
+        return dict(self.model["LogisticRegression"].weights)
+
+
+@dataclass
+class Quality:
+    """Online quality of the models, over the last ``quality_window`` items."""
+
+    window: int
+    roc_auc: Any = None
+    log_loss: Any = None
+    labels_seen: int = 0
+    sample: deque[tuple[dict[str, float], int]] = field(default_factory=deque)
+    silhouette: float | None = None
+
+    def __post_init__(self) -> None:
+        self.roc_auc = metrics.RollingROCAUC(window_size=self.window)
+        self.log_loss = utils.Rolling(metrics.LogLoss, window_size=self.window)
+        self.sample = deque(maxlen=min(self.window, 500))
+
+
+class Models:
+    """The learner's state: both models, their version, quality and drift detectors.
+
+    Pickled whole into the learner's Bytewax snapshot (:meth:`to_bytes`).
+    """
+
+    def __init__(self, config: ModelConfig) -> None:
+        self.config = config
+        self.cluster = ClusterModel(config)
+        self.churn = ChurnModel(config)
+        self.version = 0
+        self.learned = 0
+        self.quality = Quality(config.quality_window)
+        self.churn_drift = drift.ADWIN()
+        self.mix_drift: dict[int, Any] = {}
+        self.drifts = 0
+        self._published_centres: dict[int, dict[str, float]] = {}
+        self._published_weights: dict[str, float] = {}
+        self._published_warm = (False, False)
+
+    def predict(self, cluster_x: dict[str, float] | None, churn_x: dict[str, float] | None
+                ) -> Prediction:
+        """Predict one snapshot (either vector may be ``None``: not asked)."""
+        return Prediction(
+            None if cluster_x is None else self.cluster.predict(cluster_x),
+            None if churn_x is None else self.churn.predict(churn_x),
+            self.version,
+        )
+
+    def learn(self, item: LearnItem) -> list[ModelEvent]:
+        """Learn one item; return what should be reported (drift, a new version)."""
+        events: list[ModelEvent] = []
+        if item.cluster_x is not None:
+            assigned = self.cluster.predict(item.cluster_x)
+            if assigned is not None:
+                self._observe_mix(assigned, item, events)
+            self.cluster.learn(item.cluster_x)
+        if item.churn_x is not None and item.churned is not None:
+            if item.predicted is not None:
+                self._observe_churn(item.predicted, item.churned, item, events)
+            self.churn.learn(item.churn_x, item.churned)
+        self.learned += 1
+        if self.learned % self.config.version_every == 0 or events or self._warmth_changed():
+            self._maybe_new_version(item.event_time, events)
+        return events
+
+    def to_bytes(self) -> bytes:
+        """Serialize for the learner's recovery snapshot."""
+        return pickle.dumps(self, protocol=pickle.HIGHEST_PROTOCOL)
+
+    @staticmethod
+    def from_bytes(data: bytes) -> Models:
+        """Rebuild from :meth:`to_bytes` output.
+
+        Raises:
+            StateError: the bytes are not a models snapshot.
+
+        """
+        try:
+            models = pickle.loads(data)  # noqa: S301 - our own recovery store
+        except Exception as exc:
+            raise StateError("models", f"models snapshot is not readable: {exc}") from exc
+        if not isinstance(models, Models):
+            raise StateError("models", f"models snapshot holds a {type(models).__name__}")
+        return models
+
+    def summary(self) -> dict[str, Any]:
+        """Return the models' version, warmth, quality and cluster descriptions."""
+        q = self.quality
+        return {
+            "model_version": self.version,
+            "learned": self.learned,
+            "cluster_warm": self.cluster.warm,
+            "churn_warm": self.churn.warm,
+            "churn_labels": self.churn.labels,
+            "churn_roc_auc": q.roc_auc.get() if q.labels_seen else None,
+            "churn_log_loss": q.log_loss.get() if q.labels_seen else None,
+            "cluster_silhouette": q.silhouette,
+            "clusters": {str(i): text for i, text in self.cluster.describe().items()},
+            "centres": {str(i): {name: round(z, 4) for name, z in centre.items()}
+                        for i, centre in self.cluster.centres().items()},
+            "drifts": self.drifts,
+        }
+
+    # --- internals ----------------------------------------------------------------------
+
+    def _observe_churn(self, p: float, churned: bool, item: LearnItem,
+                       events: list[ModelEvent]) -> None:
+        q = self.quality
+        q.roc_auc.update(churned, p)
+        q.log_loss.update(churned, p)
+        q.labels_seen += 1
+        self.churn_drift.update(abs(float(churned) - p))
+        if self.churn_drift.drift_detected:
+            self.drifts += 1
+            events.append(ModelEvent("drift", self.version, item.event_time,
+                                     {"detector": "churn_error", "labels": q.labels_seen}))
+
+    def _observe_mix(self, assigned: int, item: LearnItem, events: list[ModelEvent]) -> None:
+        q = self.quality
+        assert item.cluster_x is not None
+        q.sample.append((self.cluster.scaler.transform_one(item.cluster_x), assigned))
+        for i in range(self.config.cluster_k):
+            detector = self.mix_drift.setdefault(i, drift.ADWIN())
+            detector.update(1.0 if i == assigned else 0.0)
+            if detector.drift_detected:
+                self.drifts += 1
+                events.append(ModelEvent("drift", self.version, item.event_time,
+                                         {"detector": "cluster_mix", "cluster": i,
+                                          "share": detector.estimation}))
+
+    def _warmth_changed(self) -> bool:
+        return (self.cluster.warm, self.churn.warm) != self._published_warm
+
+    def _maybe_new_version(self, event_time: float, events: list[ModelEvent]) -> None:
+        centres = self.cluster.centres()
+        weights = self.churn.weights() if self.churn.warm else {}
+        tolerance = self.config.version_tolerance
+        moved = any(
+            i not in self._published_centres
+            or math.sqrt(_distance2(centre, self._published_centres[i])) > tolerance
+            for i, centre in centres.items()
+        ) or any(
+            abs(w - self._published_weights.get(name, 0.0)) > tolerance for name, w in weights.items()
+        )
+        self.quality.silhouette = silhouette(self.quality.sample, centres)
+        if not (moved or self._warmth_changed() or any(e.kind == "drift" for e in events)):
+            return
+        self.version += 1
+        self._published_centres = centres
+        self._published_weights = weights
+        self._published_warm = (self.cluster.warm, self.churn.warm)
+        events.append(ModelEvent("version", self.version, event_time, self.summary()))
+
+
+def silhouette(sample: Any, centres: dict[int, dict[str, float]]) -> float | None:
+    """Simplified silhouette of a sample against cluster centres, in [-1, 1].
+
+    For each point, ``a`` is the distance to its own centre and ``b`` to the
+    nearest other one; the score is the mean of ``(b - a) / max(a, b)``. It is
+    the centroid form of the silhouette (Vendramin et al. 2010), linear in the
+    sample, which is what an online check can afford.
+
+    >>> silhouette([({"x": 0.0}, 0), ({"x": 1.0}, 1)], {0: {"x": 0.0}, 1: {"x": 1.0}})
+    1.0
+    """
+    if len(centres) < 2 or not sample:
+        return None
+    scores = []
+    for x, own in sample:
+        if own not in centres:
+            continue
+        a = math.sqrt(_distance2(x, centres[own]))
+        b = min(math.sqrt(_distance2(x, c)) for i, c in centres.items() if i != own)
+        top = max(a, b)
+        scores.append(0.0 if top == 0 else (b - a) / top)
+    return sum(scores) / len(scores) if scores else None
+
+
+class ModelHub:
+    """The models a worker predicts with, shared by the worker threads of a process.
+
+    The learner step installs its live :class:`Models` here; user steps call
+    :meth:`predict` from their own threads, so both go through one lock.
+    """
+
+    def __init__(self, config: ModelConfig) -> None:
+        self.config = config
+        self._models: Models | None = None
+        self.lock = threading.Lock()
+
+    def install(self, models: Models) -> None:
+        """Use ``models`` from now on."""
+        with self.lock:
+            self._models = models
+
+    def predict(self, cluster_x: dict[str, float] | None, churn_x: dict[str, float] | None
+                ) -> Prediction:
+        """Predict one snapshot; before any models are installed, nothing is known."""
+        with self.lock:
+            if self._models is None:
+                return Prediction(None, None, 0)
+            return self._models.predict(cluster_x, churn_x)
+
+    def learn(self, item: LearnItem) -> list[ModelEvent]:
+        """Learn on the installed models (creating them on first use)."""
+        with self.lock:
+            if self._models is None:
+                self._models = Models(self.config)
+            return self._models.learn(item)
+
+    @property
+    def models(self) -> Models | None:
+        """The installed models, if any."""
+        return self._models
