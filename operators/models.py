@@ -59,6 +59,9 @@ UNASSIGNED = "unassigned"
 
 CHURN_BANDS = ("low", "medium", "high")
 
+SEED_RESTARTS = 8
+"""k-means++ starts tried when the clusterer is seeded; the tightest is kept."""
+
 
 @dataclass(frozen=True, slots=True)
 class ModelConfig:
@@ -114,33 +117,47 @@ def _log(value: float | None) -> float:
     return math.log1p(value) if value and value > 0 else 0.0
 
 
+def _role_shares(values: dict[str, Any]) -> dict[str, float]:
+    counts = {role: values[f"{role}_30d"] for role in ROLE_SHARES}
+    commerce = sum(counts.values())
+    return {role: (n / commerce if commerce else 0.0) for role, n in counts.items()}
+
+
 def cluster_vector(values: dict[str, Any]) -> dict[str, float]:
     """Return the behaviour a user is clustered on, from their ``features()``.
 
     Shares and rates rather than counts, so a heavy and a light user with the
-    same habits land together; heavy-tailed amounts on a log scale.
+    same habits land together; heavy-tailed amounts on a log scale. Six
+    features that tell the generated personas apart best (``docs/models.md``);
+    a 0/1 feature such as "on mobile" is left to the churn model, since after
+    scaling it splits users by device rather than by what they do.
 
     >>> x = cluster_vector({"product_view_30d": 3, "search_30d": 1, "add_to_cart_30d": 0,
     ...     "checkout_30d": 0, "purchase_30d": 0, "events_total": 8, "events_per_session": 4.0,
     ...     "bounce_rate": 0.5, "aov_90d": None, "device": "mobile"})
-    >>> x["search_share"], x["mobile"], x["commerce_share"]
-    (0.25, 1.0, 0.5)
+    >>> x["search_share"], x["commerce_share"], x["order_value"]
+    (0.25, 0.5, 0.0)
     """
-    counts = [values[f"{role}_30d"] for role in ROLE_SHARES]
-    commerce = sum(counts)
-    out = {f"{role}_share": (n / commerce if commerce else 0.0)
-           for role, n in zip(ROLE_SHARES, counts, strict=True)}
-    out["commerce_share"] = min(1.0, commerce / values["events_total"]) if values["events_total"] else 0.0
-    out["events_per_session"] = _log(values["events_per_session"])
-    out["bounce_rate"] = float(values["bounce_rate"] or 0.0)
-    out["order_value"] = _log(values["aov_90d"])
-    out["mobile"] = 1.0 if values["device"] == "mobile" else 0.0
-    return out
+    shares = _role_shares(values)
+    commerce = sum(values[f"{role}_30d"] for role in ROLE_SHARES)
+    events = values["events_total"]
+    return {
+        "search_share": shares["search"],
+        "purchase_share": shares["purchase"],
+        "commerce_share": min(1.0, commerce / events) if events else 0.0,
+        "events_per_session": _log(values["events_per_session"]),
+        "order_value": _log(values["aov_90d"]),
+        "bounce_rate": float(values["bounce_rate"] or 0.0),
+    }
 
 
 def churn_vector(values: dict[str, Any]) -> dict[str, float]:
-    """Return what the churn model reads: the behaviour mix plus activity and tenure."""
+    """Return what the churn model reads: the behaviour mix plus device, activity and tenure."""
     out = cluster_vector(values)
+    shares = _role_shares(values)
+    out["product_view_share"] = shares["product_view"]
+    out["add_to_cart_share"] = shares["add_to_cart"]
+    out["mobile"] = 1.0 if values["device"] == "mobile" else 0.0
     first, last = values["first_seen"], values["last_seen"]
     out["tenure_days"] = _log(0.0 if first is None or last is None else (last - first) / 86400.0)
     out["sessions"] = _log(values["sessions_total"])
@@ -309,17 +326,33 @@ class ClusterModel:
         return out
 
     def _seed(self, points: list[dict[str, float]]) -> None:
+        """Seed the centres: the best of a few k-means++ starts, each refined by Lloyd rounds."""
         scaled = [self.scaler.transform_one(x) for x in points]
-        k = min(self.config.cluster_k, len(scaled))
+        best: tuple[float, list[dict[str, float]]] | None = None
+        for _ in range(SEED_RESTARTS):
+            centres = self._lloyd(scaled, self._kmeans_plus_plus(scaled))
+            inertia = sum(min(_distance2(p, c) for c in centres) for p in scaled)
+            if best is None or inertia < best[0]:
+                best = (inertia, centres)
+        assert best is not None
+        for i, centre in enumerate(best[1]):
+            self.kmeans.centers[i].clear()
+            self.kmeans.centers[i].update(centre)
+
+    def _kmeans_plus_plus(self, scaled: list[dict[str, float]]) -> list[dict[str, float]]:
         centres = [dict(self.rng.choice(scaled))]
-        while len(centres) < k:  # k-means++: far points are likelier seeds
+        while len(centres) < min(self.config.cluster_k, len(scaled)):
             weights = [min(_distance2(p, c) for c in centres) for p in scaled]
-            total = sum(weights)
-            if total == 0:
+            if sum(weights) == 0:
                 centres.append(dict(self.rng.choice(scaled)))
-                continue
-            centres.append(dict(self.rng.choices(scaled, weights=weights)[0]))
-        for _ in range(10):  # Lloyd rounds on the buffer
+            else:  # far points are likelier seeds
+                centres.append(dict(self.rng.choices(scaled, weights=weights)[0]))
+        return centres
+
+    @staticmethod
+    def _lloyd(scaled: list[dict[str, float]], centres: list[dict[str, float]],
+               rounds: int = 10) -> list[dict[str, float]]:
+        for _ in range(rounds):
             groups: list[list[dict[str, float]]] = [[] for _ in centres]
             for p in scaled:
                 groups[min(range(len(centres)), key=lambda i: _distance2(p, centres[i]))].append(p)
@@ -327,9 +360,7 @@ class ClusterModel:
                 if group:
                     names = {name for p in group for name in p}
                     centres[i] = {n: sum(p.get(n, 0.0) for p in group) / len(group) for n in names}
-        for i, centre in enumerate(centres):
-            self.kmeans.centers[i].clear()
-            self.kmeans.centers[i].update(centre)
+        return centres
 
 
 class ChurnModel:
@@ -421,7 +452,7 @@ class Models:
                 self._observe_churn(item.predicted, item.churned, item, events)
             self.churn.learn(item.churn_x, item.churned)
         self.learned += 1
-        if self.learned % self.config.version_every == 0 or events or self._warmth_changed():
+        if self.learned % self.config.version_every == 0 or self._warmth_changed():
             self._maybe_new_version(item.event_time, events)
         return events
 
@@ -505,7 +536,7 @@ class Models:
             abs(w - self._published_weights.get(name, 0.0)) > tolerance for name, w in weights.items()
         )
         self.quality.silhouette = silhouette(self.quality.sample, centres)
-        if not (moved or self._warmth_changed() or any(e.kind == "drift" for e in events)):
+        if not (moved or self._warmth_changed()):
             return
         self.version += 1
         self._published_centres = centres

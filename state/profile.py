@@ -151,7 +151,8 @@ class UserState:
 
     Attributes:
         user_id: the state key (``userId``, else ``anonymousId``).
-        version: version of the user's last published change.
+        version: the user's last version: of their last published change, or
+            reserved by a feature snapshot for a model decision.
         published_journey: journey phase last published.
         published_segments: rule segments last published, sorted.
         watermark: the largest watermark this user has seen.

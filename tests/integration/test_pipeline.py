@@ -121,7 +121,7 @@ def test_scripted_journey(pipeline: Config, kafka_broker: TansuBroker, redis_ser
         "revenue_total", "first_seen", "last_seen", "session_events", "purchase_24h",
         "product_view_1h", "aov_90d", "device", "country", "channel", "traits", "completeness",
         "last_purchase", "since_last_purchase_s", "bounce_rate", "rfm")} == {
-        "journey": "retention", "segments": "[]", "version": str(a + 5), "events_total": "5",
+        "journey": "retention", "segments": "[]", "version": str(a + 6), "events_total": "5",
         "sessions_total": "2", "purchases_total": "2", "revenue_total": "50.0",
         "first_seen": "2024-05-01T10:00:00.000Z", "last_seen": "2024-05-01T12:01:30.000Z",
         "session_events": "1", "purchase_24h": "2", "product_view_1h": "0", "aov_90d": "25.0",
