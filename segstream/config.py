@@ -159,12 +159,12 @@ class Config:
     )
     cluster_k: int = field(default=4, metadata=_doc("Number of behavioural clusters."))
     cluster_warmup: int = field(
-        default=1000,
+        default=3000,
         metadata=_doc("Snapshots learned before clusters are assigned (until then: "
                       "cluster:unassigned)."),
     )
     cluster_halflife: float = field(
-        default=0.01,
+        default=0.002,
         metadata=_doc("How far a cluster centre moves towards each snapshot it wins (0-1)."),
     )
     churn_horizon_s: float = field(
