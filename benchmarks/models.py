@@ -42,6 +42,7 @@ from segstream.operators.models import LearnItem, ModelConfig, ModelHub, Models
 from segstream.operators.parse import EventParser
 from segstream.operators.user import UserConfig, UserLogic
 from segstream.state.profile import UserState
+
 from segstream.tools.generate import generate
 
 CLOCK = "clickstream:0"
@@ -49,8 +50,10 @@ STABILITY_SAMPLE = 2000
 STABLE_FROM = 0.75
 
 
-def adjusted_rand_index(labels: list[Any], truth: list[Any]) -> float:
+def adjusted_rand_index(labels: list[Any], truth: list[Any]) -> float | None:
     """Adjusted Rand index of two labellings of the same items (1 = identical partitions).
+
+    ``None`` for fewer than two items.
 
     >>> adjusted_rand_index([0, 0, 1, 1], ["a", "a", "b", "b"])
     1.0
@@ -58,6 +61,8 @@ def adjusted_rand_index(labels: list[Any], truth: list[Any]) -> float:
     -0.5
     """
     pairs = comb(len(labels), 2)
+    if not pairs:
+        return None
     together = sum(comb(n, 2) for n in Counter(zip(labels, truth, strict=True)).values())
     rows = sum(comb(n, 2) for n in Counter(labels).values())
     cols = sum(comb(n, 2) for n in Counter(truth).values())
@@ -66,8 +71,8 @@ def adjusted_rand_index(labels: list[Any], truth: list[Any]) -> float:
     return 1.0 if top == expected else (together - expected) / (top - expected)
 
 
-def roc_auc(scores: list[float], labels: list[bool]) -> float:
-    """Area under the ROC curve (ties count half).
+def roc_auc(scores: list[float], labels: list[bool]) -> float | None:
+    """Area under the ROC curve (ties count half); ``None`` without both outcomes.
 
     >>> roc_auc([0.1, 0.4, 0.35, 0.8], [False, False, True, True])
     0.75
@@ -75,6 +80,8 @@ def roc_auc(scores: list[float], labels: list[bool]) -> float:
     ranked = sorted(zip(scores, labels, strict=True))
     positives = sum(labels)
     negatives = len(labels) - positives
+    if not positives or not negatives:
+        return None
     rank_sum, i = 0.0, 0
     while i < len(ranked):
         j = i
@@ -139,21 +146,28 @@ def run(users: int, events: int, seed: int, config: ModelConfig | None = None) -
     same = sum(halfway.cluster.predict(x) == models.cluster.predict(x) for x in sample)
     return {
         "users": users, "events": events, "seed": seed,
-        "ari": round(adjusted_rand_index([c for c, _ in assigned], [p for _, p in assigned]), 4),
+        "ari": _round(adjusted_rand_index([c for c, _ in assigned], [p for _, p in assigned])),
         "users_assigned": len(assigned), "users_in_state": len(logics),
-        "churn_roc_auc": round(roc_auc([p for p, _ in labelled], [y for _, y in labelled]), 4),
+        "churn_roc_auc": _round(roc_auc([p for p, _ in labelled], [y for _, y in labelled])),
         "labels_scored": len(labelled), "labels_churned": sum(y for _, y in labelled),
-        "id_stability": round(same / len(sample), 4), "stability_sample": len(sample),
+        "id_stability": _round(same / len(sample) if sample else None),
+        "stability_sample": len(sample),
         "model_version": models.version, "learned": learned,
         "clusters": models.summary()["clusters"],
         "seconds": round(seconds, 1), **cost(models, sample),
     }
 
 
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 4)
+
+
 def cost(models: Models, sample: list[dict[str, float]], rounds: int = 2000) -> dict[str, float]:
     """Microseconds per learn and per predict on a copy of ``models`` (the models alone)."""
     work = copy.deepcopy(models)
-    xs = (sample * (rounds // max(1, len(sample)) + 1))[:rounds]
+    sample = sample or [{"search_share": 0.1, "purchase_share": 0.0, "commerce_share": 0.5,
+                         "events_per_session": 1.5, "order_value": 0.0, "bounce_rate": 0.0}]
+    xs = (sample * (rounds // len(sample) + 1))[:rounds]
     churn_xs = [dict(x, mobile=0.0, tenure_days=1.0, sessions=1.0, events=2.0, purchases_90d=0.0,
                      engagement=1.0, product_view_share=0.5, add_to_cart_share=0.1) for x in xs]
     started = time.perf_counter()
@@ -186,14 +200,20 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     print(f"{'seed':>4} {'ARI':>6} {'AUC':>6} {'stable':>7} {'labels':>7} {'version':>7} "
           f"{'predict':>8} {'learn':>7} {'label':>7} {'snap/s':>7} {'secs':>5}")
+    def fmt(value: float | None, width: int) -> str:
+        return f"{'-':>{width}}" if value is None else f"{value:>{width}.3f}"
+
     for r in runs:
-        print(f"{r['seed']:>4} {r['ari']:>6.3f} {r['churn_roc_auc']:>6.3f} {r['id_stability']:>7.3f}"
+        print(f"{r['seed']:>4} {fmt(r['ari'], 6)} {fmt(r['churn_roc_auc'], 6)} {fmt(r['id_stability'], 7)}"
               f" {r['labels_scored']:>7} {r['model_version']:>7} {r['predict_us']:>7.1f}µ"
               f" {r['learn_snapshot_us']:>6.1f}µ {r['learn_label_us']:>6.1f}µ"
               f" {r['snapshots_per_s']:>7} {r['seconds']:>5}")
-    print("median ARI", statistics.median(r["ari"] for r in runs),
-          "AUC", statistics.median(r["churn_roc_auc"] for r in runs),
-          "stability", statistics.median(r["id_stability"] for r in runs))
+    def median(name: str) -> float | None:
+        values = [r[name] for r in runs if r[name] is not None]
+        return statistics.median(values) if values else None
+
+    print("median ARI", median("ari"), "AUC", median("churn_roc_auc"),
+          "stability", median("id_stability"))
     for r in runs[:1]:
         for cid, text in sorted(r["clusters"].items()):
             print(f"cluster {cid}: {text}")
