@@ -40,13 +40,18 @@ from segstream.operators.models import ModelEvent
 from segstream.operators.user import UserUpdate
 
 ENTER = "enter"
+SINGLE_VALUED_FIELDS = {"journey": "journey", "cluster": "cluster", "churn": "churn_band"}
+"""Profile field holding the value of each single-valued kind (segment ``kind:value``)."""
 
 # KEYS[1] = profile hash, KEYS[2..] = member sets named by the ops.
 # ARGV[1] = version, ARGV[2] = events_total, ARGV[3] = "p" (write the profile)
 # or "e" (the user was evicted: delete it), ARGV[4] = the profile's fields as a
-# JSON object of strings, ARGV[5] = updated_at ("" for none), then per op
-# (aligned with KEYS[2..]): change version, "+" (SADD) or "-" (SREM).
-# ARGV[last] = user id. One JSON argument instead of a hundred field/value
+# JSON object of strings, ARGV[5] = updated_at ("" for none), ARGV[6] = the
+# prefix of member-set keys, then per op (aligned with KEYS[2..]): change
+# version, "+" (SADD) or "-" (SREM), and for "+" of a single-valued kind the
+# profile field holding its value and the kind ("" otherwise).
+# ARGV[last] = user id. Leaving the held value's set names a key not in KEYS,
+# which standalone Redis allows (not Redis Cluster). One JSON argument instead of a hundred field/value
 # arguments: packing arguments is most of a client's cost per user.
 _APPLY_UPDATE = """
 local stored = redis.call('HMGET', KEYS[1], 'version', 'events_total')
@@ -55,17 +60,30 @@ local cur_n = tonumber(stored[2]) or -1
 local v = tonumber(ARGV[1])
 local n = tonumber(ARGV[2])
 local user = ARGV[#ARGV]
-local pos = 6
+local members = ARGV[6]
+local pos = 7
 for k = 2, #KEYS do
   local op_version = tonumber(ARGV[pos])
   if op_version > cur_v then
     if ARGV[pos + 1] == '+' then
+      local field = ARGV[pos + 2]
+      if field ~= '' then
+        -- Single-valued kind: leave the set of the value Redis holds, which a
+        -- replay that decided differently may not name as `previous`.
+        local held = redis.call('HGET', KEYS[1], field)
+        if held and held ~= '' then
+          local old = members .. ARGV[pos + 3] .. ':' .. held
+          if old ~= KEYS[k] then
+            redis.call('SREM', old, user)
+          end
+        end
+      end
       redis.call('SADD', KEYS[k], user)
     else
       redis.call('SREM', KEYS[k], user)
     end
   end
-  pos = pos + 2
+  pos = pos + 4
 end
 if ARGV[3] == 'e' then
   if v >= cur_v then
@@ -120,23 +138,23 @@ class RedisLayout:
         return f"{self.prefix}cluster:{cluster_id}"
 
 
-def membership_ops(changes: Iterable[Change]) -> list[tuple[int, str, str]]:
-    """Turn changes into ``(version, "+"|"-", segment)`` set operations, in order.
+def membership_ops(changes: Iterable[Change]) -> list[tuple[int, str, str, str]]:
+    """Turn changes into ``(version, "+"|"-", segment, kind)`` set operations, in order.
 
     Entering a single-valued segment also leaves ``previous``.
 
     >>> c = Change("u", "journey", "journey:b", "enter", "journey:a", 0.0, 2, "m")
     >>> membership_ops([c])
-    [(2, '-', 'journey:a'), (2, '+', 'journey:b')]
+    [(2, '-', 'journey:a', 'journey'), (2, '+', 'journey:b', 'journey')]
     """
-    ops: list[tuple[int, str, str]] = []
+    ops: list[tuple[int, str, str, str]] = []
     for change in changes:
         if change.change == ENTER:
             if change.previous is not None:
-                ops.append((change.version, "-", change.previous))
-            ops.append((change.version, "+", change.segment))
+                ops.append((change.version, "-", change.previous, change.kind))
+            ops.append((change.version, "+", change.segment, change.kind))
         else:
-            ops.append((change.version, "-", change.segment))
+            ops.append((change.version, "-", change.segment, change.kind))
     return ops
 
 
@@ -225,12 +243,13 @@ class RedisStore:
                 update.version, update.events_total, "e" if update.evicted else "p",
                 b"{}" if update.evicted else orjson.dumps(update.profile),
                 "" if updated_at is None or update.evicted else updated_at,
+                self._layout.members(""),
             ]
-            for _version, _op, segment in ops:
+            for _version, _op, segment, _kind in ops:
                 keys.append(self._layout.members(segment))
-            for op_version, op, _segment in ops:
-                args.append(op_version)
-                args.append(op)
+            for op_version, op, _segment, kind in ops:
+                field = SINGLE_VALUED_FIELDS.get(kind, "") if op == "+" else ""
+                args += (op_version, op, field, kind if field else "")
             args.append(update.user_id)
             self._apply(keys=keys, args=args, client=pipe)
         return sum(int(x) for x in pipe.execute())

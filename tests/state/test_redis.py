@@ -172,3 +172,27 @@ def test_sink_never_folds_updates_across_an_eviction() -> None:
     merged = merge_updates([a1, a2, gone, back, again])
     assert [(u.version, u.evicted, [c.version for c in u.changes]) for u in merged] == [
         (2, False, [1, 2]), (3, True, [3]), (10, False, [9, 10])]
+
+
+def test_a_replay_that_decides_another_cluster_leaves_no_stale_membership(
+    store: RedisStore,
+) -> None:
+    """A model decision replayed differently after a crash: Redis keeps one cluster per user.
+
+    Before the crash, version 10 put the user in cluster:2. The replay decides
+    cluster:3 at version 10 (skipped: Redis has it), then moves the user on to
+    cluster:1 with ``previous`` cluster:3. The user must end in cluster:1 only:
+    the script leaves the set of the value Redis holds, not only ``previous``.
+    """
+    def to(version: int, cluster: str, previous: str) -> UserUpdate:
+        change = Change("u1", "cluster", f"cluster:{cluster}", "enter", f"cluster:{previous}",
+                        0.0, version, "timer:session_end", model_version=1)
+        profile = {"version": str(version), "events_total": str(version), "cluster": cluster}
+        return UserUpdate("u1", version, version, profile, (change,))
+
+    store.apply([to(9, "1", "unassigned"), to(10, "2", "1")])
+    store.apply([to(10, "3", "1")])  # the replay: stale, skipped
+    assert store.members("cluster:2") == {"u1"} and store.members("cluster:3") == set()
+    store.apply([to(12, "1", "3")])
+    assert {seg: m for seg, m in store.segments().items() if m} == {"cluster:1": {"u1"}}
+    assert store.profile("u1")["cluster"] == "1"
