@@ -5,21 +5,29 @@ and sends what the models learn from (snapshots, churn labels) here, under one
 key, so there is one set of models for the whole dataflow: cluster ids mean the
 same on every worker, and the models are in Bytewax's recovery snapshots with
 the users they were learned from. The learner installs its live models in its
-process's hub, so user steps of that process predict with them directly
-(``docs/models.md``, "Parallelism").
+process's hub, so user steps of that process predict with them directly; the
+other processes follow the model versions the learner sends on the
+``model-events`` topic (:class:`ModelFollower`; ``docs/models.md``, "Where the
+models live").
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
+import uuid
 
+import orjson
 from bytewax.operators import StatefulBatchLogic
-from segstream.flows.connectors import OutMessage
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from segstream.flows.connectors import OutMessage, consumer_settings
 from segstream.operators.changes import model_event_value
-from segstream.operators.models import LearnItem, ModelEvent, ModelHub, Models
+from segstream.operators.models import LearnItem, ModelEvent, ModelHub, Models, Predictor
 from segstream.operators.user import UserUpdate
 
+from segstream.config import Config
+from segstream.errors import StateError
 from segstream.metrics import (
     CHURN_LABELS,
     CHURN_LOG_LOSS,
@@ -98,3 +106,73 @@ def model_event_messages(topic: str, events: list[ModelEvent]) -> list[OutMessag
     emitted_at = time.time()
     return [OutMessage(topic, event.kind.encode(), model_event_value(event, emitted_at=emitted_at))
             for event in events]
+
+
+class ModelFollower:
+    """Reads model versions from the ``model-events`` topic into a process's hub.
+
+    A process whose workers do not hold the learner predicts with the newest
+    :class:`~segstream.operators.models.Predictor` read here (a process that
+    holds it predicts with the live models, which the hub prefers). Reads the
+    topic from its start without a consumer group, on a daemon thread.
+    """
+
+    def __init__(self, config: Config, hub: ModelHub) -> None:
+        self._config = config
+        self._hub = hub
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="segstream-model-follower",
+                                        daemon=True)
+
+    def start(self) -> ModelFollower:
+        """Start following; returns self."""
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop following (waits for the thread)."""
+        self._stop.set()
+        self._thread.join(5)
+
+    def _run(self) -> None:
+        config = self._config
+        consumer = Consumer({
+            "bootstrap.servers": ",".join(config.brokers),
+            "group.id": f"segstream-model-follower-{uuid.uuid4().hex}",  # never committed
+            "enable.auto.commit": "false",
+            **consumer_settings(config),
+        })
+        try:
+            assigned = False
+            while not self._stop.is_set():
+                if not assigned:
+                    assigned = self._assign(consumer)
+                    if not assigned:
+                        self._stop.wait(1.0)
+                        continue
+                msg = consumer.poll(0.2)
+                if msg is None or msg.error() is not None:
+                    continue
+                self._take(msg.value())
+        finally:
+            consumer.close()
+
+    def _assign(self, consumer: Consumer) -> bool:
+        topic = self._config.model_events_topic
+        found = consumer.list_topics(topic, timeout=5).topics.get(topic)
+        if found is None or found.error is not None or not found.partitions:
+            return False
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in found.partitions])
+        return True
+
+    def _take(self, value: bytes | None) -> None:
+        try:
+            event = orjson.loads(value or b"")
+            if event.get("kind") != "version" or "predictor" not in event.get("detail", {}):
+                return
+            predictor = Predictor.from_json(event["detail"]["predictor"])
+        except (orjson.JSONDecodeError, AttributeError, StateError) as exc:
+            log.warning("ignoring an unreadable model event: %s", exc)
+            return
+        if self._hub.follow(predictor):
+            log.debug("following model version %d", predictor.version)

@@ -27,7 +27,12 @@ from segstream.flows.connectors import (
     RedisSink,
     kafka_source,
 )
-from segstream.flows.models import LearnerStep, learn_items, model_event_messages
+from segstream.flows.models import (
+    LearnerStep,
+    ModelFollower,
+    learn_items,
+    model_event_messages,
+)
 from segstream.flows.timers import ClockSource, WorkerState, WorkerStates
 from segstream.operators.changes import change_key, change_value, dead_letter_headers
 from segstream.operators.event_time import PartitionWatermark, Stamped, Tick
@@ -324,6 +329,9 @@ def build_flow(
     segments = load_segments(config.segments_file) if segments is None else segments
     parser = EventParser(taxonomy=config.taxonomy, max_event_bytes=config.max_event_bytes)
     hub = ModelHub(model_config(config))
+    if source is None:
+        # Another process may hold the learner: follow its model versions.
+        ModelFollower(config, hub).start()
     users = user_config(config, segments, hub)
     lateness, late_events = config.allowed_lateness_s, config.late_events
     if sinks is None:

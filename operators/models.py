@@ -459,6 +459,19 @@ class Models:
             self._maybe_new_version(item.event_time, events)
         return events
 
+    def predictor(self) -> Predictor:
+        """Return the parameters another process predicts with (see :class:`Predictor`)."""
+        churn = self.churn.model
+        return Predictor(
+            version=self.version,
+            cluster_scale=_scale_of(self.cluster.scaler),
+            centres=self.cluster.centres(),
+            churn_scale=_scale_of(churn["StandardScaler"]),
+            churn_weights=self.churn.weights(),
+            churn_intercept=float(churn["LogisticRegression"].intercept),
+            churn_warm=self.churn.warm,
+        )
+
     def to_bytes(self) -> bytes:
         """Serialize for the learner's recovery snapshot."""
         return pickle.dumps(self, protocol=pickle.HIGHEST_PROTOCOL)
@@ -545,7 +558,106 @@ class Models:
         self._published_centres = centres
         self._published_weights = weights
         self._published_warm = (self.cluster.warm, self.churn.warm)
-        events.append(ModelEvent("version", self.version, event_time, self.summary()))
+        events.append(ModelEvent("version", self.version, event_time,
+                                 {**self.summary(), "predictor": self.predictor().to_json()}))
+
+
+@dataclass(frozen=True, slots=True)
+class Predictor:
+    """What another process needs to predict like the learner: the models' parameters.
+
+    The learner sends it with every model version on the ``model-events``
+    topic (plain JSON, no pickles on the wire); processes that do not hold the
+    learner predict with the newest one they read (``flows/models.py``).
+
+    Attributes:
+        version: the models' version.
+        cluster_scale: per feature ``(mean, variance)`` of the clustering scaler.
+        centres: cluster id -> centre (scaled), empty before the warm-up ends.
+        churn_scale: per feature ``(mean, variance)`` of the churn scaler.
+        churn_weights: logistic regression weights (on scaled features).
+        churn_intercept: its intercept.
+        churn_warm: whether probabilities are published.
+
+    """
+
+    version: int
+    cluster_scale: dict[str, tuple[float, float]]
+    centres: dict[int, dict[str, float]]
+    churn_scale: dict[str, tuple[float, float]]
+    churn_weights: dict[str, float]
+    churn_intercept: float
+    churn_warm: bool
+
+    def predict(self, cluster_x: dict[str, float] | None, churn_x: dict[str, float] | None
+                ) -> Prediction:
+        """Predict one snapshot as the learner's models of the same version would."""
+        cluster_id = None
+        if cluster_x is not None and self.centres:
+            z = _scale(cluster_x, self.cluster_scale)
+            cluster_id = min(self.centres, key=lambda i: _distance2(self.centres[i], z))
+        churn_p = None
+        if churn_x is not None and self.churn_warm:
+            z = _scale(churn_x, self.churn_scale)
+            logit = sum(w * z.get(name, 0.0) for name, w in self.churn_weights.items())
+            churn_p = _sigmoid(logit + self.churn_intercept)
+        return Prediction(cluster_id, churn_p, self.version)
+
+    def to_json(self) -> dict[str, Any]:
+        """Return the parameters as JSON-ready data."""
+        return {
+            "version": self.version,
+            "cluster_scale": self.cluster_scale,
+            "centres": {str(i): c for i, c in self.centres.items()},
+            "churn_scale": self.churn_scale,
+            "churn_weights": self.churn_weights,
+            "churn_intercept": self.churn_intercept,
+            "churn_warm": self.churn_warm,
+        }
+
+    @staticmethod
+    def from_json(data: dict[str, Any]) -> Predictor:
+        """Rebuild from :meth:`to_json` output.
+
+        Raises:
+            StateError: a field is missing or malformed.
+
+        """
+        try:
+            return Predictor(
+                version=int(data["version"]),
+                cluster_scale={k: (float(m), float(v)) for k, (m, v) in data["cluster_scale"].items()},
+                centres={int(i): {k: float(x) for k, x in c.items()}
+                         for i, c in data["centres"].items()},
+                churn_scale={k: (float(m), float(v)) for k, (m, v) in data["churn_scale"].items()},
+                churn_weights={k: float(w) for k, w in data["churn_weights"].items()},
+                churn_intercept=float(data["churn_intercept"]),
+                churn_warm=bool(data["churn_warm"]),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise StateError("models", f"model parameters are malformed: {exc!r}") from exc
+
+
+def _scale(x: dict[str, float], scale: dict[str, tuple[float, float]]) -> dict[str, float]:
+    """River's ``StandardScaler.transform_one`` on stored means and variances."""
+    out = {}
+    for name, value in x.items():
+        mean, var = scale.get(name, (0.0, 0.0))
+        out[name] = (value - mean) / var**0.5 if var else 0.0
+    return out
+
+
+def _sigmoid(z: float) -> float:
+    """River's ``utils.math.sigmoid``."""
+    if z < -30:
+        return 0.0
+    if z > 30:
+        return 1.0
+    return 1.0 / (1.0 + math.exp(-z))
+
+
+def _scale_of(scaler: Any) -> dict[str, tuple[float, float]]:
+    return {name: (float(scaler.means[name]), float(scaler.vars[name])) for name in scaler.means}
 
 
 def silhouette(sample: Any, centres: dict[int, dict[str, float]]) -> float | None:
@@ -575,14 +687,25 @@ def silhouette(sample: Any, centres: dict[int, dict[str, float]]) -> float | Non
 class ModelHub:
     """The models a worker predicts with, shared by the worker threads of a process.
 
-    The learner step installs its live :class:`Models` here; user steps call
-    :meth:`predict` from their own threads, so both go through one lock.
+    The learner step installs its live :class:`Models` here; in a process
+    without the learner, the newest :class:`Predictor` read from the
+    ``model-events`` topic is followed instead. User steps call :meth:`predict`
+    from their own threads, so all of it goes through one lock.
     """
 
     def __init__(self, config: ModelConfig) -> None:
         self.config = config
         self._models: Models | None = None
+        self._followed: Predictor | None = None
         self.lock = threading.Lock()
+
+    def follow(self, predictor: Predictor) -> bool:
+        """Predict with ``predictor`` while this process holds no learner; say if it was newer."""
+        with self.lock:
+            if self._followed is not None and predictor.version <= self._followed.version:
+                return False
+            self._followed = predictor
+            return True
 
     def install(self, models: Models) -> None:
         """Use ``models`` from now on."""
@@ -593,9 +716,11 @@ class ModelHub:
                 ) -> Prediction:
         """Predict one snapshot; before any models are installed, nothing is known."""
         with self.lock:
-            if self._models is None:
-                return Prediction(None, None, 0)
-            return self._models.predict(cluster_x, churn_x)
+            if self._models is not None:
+                return self._models.predict(cluster_x, churn_x)
+            if self._followed is not None:
+                return self._followed.predict(cluster_x, churn_x)
+            return Prediction(None, None, 0)
 
     def learn(self, item: LearnItem) -> list[ModelEvent]:
         """Learn on the installed models (creating them on first use)."""

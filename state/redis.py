@@ -264,7 +264,7 @@ class RedisStore:
         if not versions:
             return 0
         newest = max(versions, key=lambda e: e.model_version)
-        detail = newest.detail
+        detail = {k: v for k, v in newest.detail.items() if k != "predictor"}
         fields = {
             "model_version": str(newest.model_version),
             "event_time": iso_utc(newest.event_time),

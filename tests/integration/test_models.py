@@ -100,3 +100,47 @@ def test_models_resume_from_their_snapshot_and_publish(
     newest = max((e for e in events if e["kind"] == "version"), key=lambda e: e["model_version"])
     assert set(assigned) <= set(newest["detail"]["clusters"])  # every id in use is described
     store.close()
+
+
+def test_two_processes_predict_with_one_set_of_models(
+    kafka_broker: TansuBroker, redis_server: RedisServer, topic_factory: Callable[..., str],
+    redis_prefix: str, tmp_path: Path,
+) -> None:
+    """Scenario: two processes on a 2-partition topic; one of them holds the learner.
+
+    We expect the users of both processes to be clustered: the process without
+    the learner follows the model versions on the model-events topic. (Without
+    that, about half the users would stay ``cluster:unassigned``.)
+    """
+    config = load_config(env={
+        "SEGSTREAM_BROKERS": kafka_broker.bootstrap,
+        "SEGSTREAM_INPUT_TOPICS": topic_factory("in", partitions=2),
+        "SEGSTREAM_OUTPUT_TOPIC": topic_factory("out"), "SEGSTREAM_DLQ_TOPIC": topic_factory("dlq"),
+        "SEGSTREAM_MODEL_EVENTS_TOPIC": topic_factory("models"),
+        "SEGSTREAM_REDIS_URL": redis_server.url, "SEGSTREAM_REDIS_PREFIX": redis_prefix,
+        "SEGSTREAM_RECOVERY_DIR": "",
+    })
+    log = generate(400, 24_000, seed=6, malformed_rate=0.0)
+    kafka_broker.produce(config.input_topics[0], [
+        (orjson.loads(line).get("userId", orjson.loads(line).get("anonymousId")).encode(), line)
+        for line in log.lines])
+    env = worker_env(config, tmp_path / "recovery", metrics_port=free_port()) | {
+        "SEGSTREAM_CLUSTER_WARMUP": "300", "SEGSTREAM_CHURN_WARMUP": "50",
+    }
+    addresses = f"127.0.0.1:{free_port()},127.0.0.1:{free_port()}"
+    procs = [start_worker(env, "--until-end", "-i", str(i), "-a", addresses,
+                          log=tmp_path / f"p{i}.log") for i in range(2)]
+    try:
+        codes = [p.wait(120) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    logs = "".join((tmp_path / f"p{i}.log").read_text() for i in range(2))
+    assert codes == [0, 0], logs[-3000:]
+
+    store = RedisStore.from_url(redis_server.url, redis_prefix)
+    clusters = [store.profile(user)["cluster"] for user in store.user_ids()]
+    unassigned = sum(c in ("", "unassigned") for c in clusters)
+    assert unassigned <= 0.1 * len(clusters), (unassigned, len(clusters))
+    store.close()

@@ -216,3 +216,44 @@ def test_learning_and_predicting_never_raise(points: list[dict[str, float]]) -> 
         models.learn(LearnItem(cluster_x=x, churn_x={"x": x["b"]}, churned=x["a"] > 0,
                                predicted=0.5))
     assert models.summary()["learned"] == len(points)
+
+
+def test_predictor_predicts_exactly_like_the_models_it_came_from() -> None:
+    """Another process predicts with the parameters sent on model-events: the same answers."""
+    import orjson  # noqa: PLC0415
+
+    from segstream.operators.models import Predictor  # noqa: PLC0415
+
+    models = Models(CONFIG)
+    rng = random.Random(4)
+    for x in blobs(400):
+        models.learn(LearnItem(cluster_x=x, churn_x={"c": x["a"], "d": rng.random()},
+                               churned=x["a"] > 2.5, predicted=0.5))
+    wire = orjson.loads(orjson.dumps(models.predictor().to_json()))
+    follower = Predictor.from_json(wire)
+    for x in blobs(200, seed=8):
+        churn_x = {"c": x["a"], "d": rng.random()}
+        assert follower.predict(x, churn_x) == models.predict(x, churn_x)
+    with pytest.raises(StateError, match="malformed"):
+        Predictor.from_json({**wire, "centres": {"x": 1}})
+
+
+def test_hub_prefers_its_own_models_and_follows_only_newer_versions() -> None:
+    models = Models(CONFIG)
+    for x in blobs(300):
+        models.learn(LearnItem(cluster_x=x))
+    hub = ModelHub(CONFIG)
+    predictor = models.predictor()
+    assert hub.follow(predictor)
+    assert not hub.follow(predictor)  # not newer
+    assert hub.predict(blobs(1)[0], None).cluster is not None
+    assert hub.predict(blobs(1)[0], None).model_version == predictor.version
+    hub.install(Models(CONFIG))  # a learner here: its (cold) models win
+    assert hub.predict(blobs(1)[0], None).cluster is None
+
+
+def test_version_events_carry_the_predictor() -> None:
+    models = Models(CONFIG)
+    events = [e for x in blobs(300) for e in models.learn(LearnItem(cluster_x=x))]
+    version = [e for e in events if e.kind == "version"][-1]
+    assert version.detail["predictor"]["version"] == version.model_version
