@@ -27,12 +27,7 @@ from segstream.flows.connectors import (
     RedisSink,
     kafka_source,
 )
-from segstream.flows.models import (
-    LearnerStep,
-    ModelFollower,
-    learn_items,
-    model_event_messages,
-)
+from segstream.flows.models import LearnerStep, learn_items, model_event_messages
 from segstream.flows.timers import ClockSource, WorkerState, WorkerStates
 from segstream.operators.changes import change_key, change_value, dead_letter_headers
 from segstream.operators.event_time import PartitionWatermark, Stamped, Tick
@@ -311,6 +306,7 @@ def build_flow(
     sinks: Sinks | None = None,
     tail: bool = True,
     clock_interval_s: float | None = None,
+    hub: ModelHub | None = None,
 ) -> Dataflow:
     """Assemble the segmentation dataflow.
 
@@ -323,15 +319,15 @@ def build_flow(
         clock_interval_s: how often due timers are checked; default ``config.timer_tick_s``
             when tailing the default source, else no clock (a bounded run fires
             what is due at the end of its input, see ``docs/features.md``).
+        hub: the models this process predicts with; default: a new one. ``segstream
+            run`` passes one that a :class:`~segstream.flows.models.ModelFollower`
+            keeps up to date when another process holds the learner.
 
     """
     config = load_config() if config is None else config
     segments = load_segments(config.segments_file) if segments is None else segments
     parser = EventParser(taxonomy=config.taxonomy, max_event_bytes=config.max_event_bytes)
-    hub = ModelHub(model_config(config))
-    if source is None:
-        # Another process may hold the learner: follow its model versions.
-        ModelFollower(config, hub).start()
+    hub = ModelHub(model_config(config)) if hub is None else hub
     users = user_config(config, segments, hub)
     lateness, late_events = config.allowed_lateness_s, config.late_events
     if sinks is None:

@@ -103,8 +103,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from bytewax.errors import BytewaxRuntimeError  # noqa: PLC0415 - keep --help fast
     from bytewax.run import cli_main  # noqa: PLC0415
 
-    from segstream.flows.segmentation import build_flow  # noqa: PLC0415
+    from segstream.flows.models import ModelFollower  # noqa: PLC0415
+    from segstream.flows.segmentation import build_flow, model_config  # noqa: PLC0415
     from segstream.metrics import serve_metrics  # noqa: PLC0415
+    from segstream.operators.models import ModelHub  # noqa: PLC0415
 
     addresses = args.addresses.split(",") if args.addresses else None
     process_id = args.process_id
@@ -120,15 +122,20 @@ def _cmd_run(args: argparse.Namespace) -> int:
         log.info("metrics on :%d/metrics, health on :%d/healthz", port, port)
 
     recovery = recovery_config(config, partitions=max(1, processes * config.workers_per_process))
-    flow = build_flow(config, segments=segments, tail=not args.until_end)
+    hub = ModelHub(model_config(config))
+    flow = build_flow(config, segments=segments, tail=not args.until_end, hub=hub)
+    # Another process may hold the model learner: predict with its versions.
+    follower = ModelFollower(config, hub).start()
     signal.signal(signal.SIGTERM, _request_stop)
     signal.signal(signal.SIGINT, _request_stop)
     if recovery is None:
         log.warning("recovery_dir is empty: recovery is OFF, a restart starts from scratch")
     log.info(
-        "consuming %s from %s; changes -> %s, dead letters -> %s, redis %s (prefix %r)",
+        "consuming %s from %s; changes -> %s, dead letters -> %s, model events -> %s, "
+        "redis %s (prefix %r)",
         ",".join(config.input_topics), ",".join(config.brokers), config.output_topic,
-        config.dlq_topic, redact_url(config.redis_url), config.redis_prefix,
+        config.dlq_topic, config.model_events_topic, redact_url(config.redis_url),
+        config.redis_prefix,
     )
     try:
         cli_main(
@@ -145,6 +152,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         log.info("stopped by signal %d; state is in %s", _stop_signal[0],
                  config.recovery_dir or "(recovery off)")
         return 0
+    finally:
+        follower.stop()
     log.info("input exhausted; stopped")
     return 0
 

@@ -38,6 +38,9 @@ def make_config(broker: TansuBroker, redis_url: str, prefix: str, input_topic: s
         "SEGSTREAM_OUTPUT_TOPIC": output_topic, "SEGSTREAM_DLQ_TOPIC": dlq_topic,
         "SEGSTREAM_REDIS_URL": redis_url, "SEGSTREAM_REDIS_PREFIX": prefix,
         "SEGSTREAM_RECOVERY_DIR": "",
+        # Every worker follows its model-events topic: one per test, or a worker
+        # would predict with another test's models.
+        "SEGSTREAM_MODEL_EVENTS_TOPIC": f"{output_topic}-model-events",
     })
 
 
