@@ -158,6 +158,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
             "SEGSTREAM_METRICS_PORT": str(metrics_port),
             "SEGSTREAM_RECOVERY_DIR": str(workdir / "recovery"),
             "SEGSTREAM_SNAPSHOT_INTERVAL_S": "2",
+            # The default warm-up (3,000 snapshots) is most of what a 20k-event
+            # demo makes; users get a cluster at their first snapshot after it.
+            "SEGSTREAM_CLUSTER_WARMUP": "500",
         })
         _progress(f"generating {args.events} events for {users} users ...")
         log = generate(users, args.events, args.seed)

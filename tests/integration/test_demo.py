@@ -44,3 +44,9 @@ def test_demo_json_summary() -> None:
     assert sum(journeys.values()) == len(valid_users)  # one journey phase each
     assert summary["segments"]["needs_enrichment"] > 0  # anonymous users have no email
     assert len(summary["sample_profiles"]) == 3
+    # The models: every user in one cluster, most of them past the warm-up,
+    # and churn bands once the churn model is warm.
+    clusters = {k: v for k, v in summary["segments"].items() if k.startswith("cluster:")}
+    assert sum(clusters.values()) == len(valid_users)
+    assert sum(v for k, v in clusters.items() if k != "cluster:unassigned") > len(valid_users) / 2
+    assert summary["changes"]["by_kind"]["churn"] > 0
