@@ -38,6 +38,9 @@ from segstream.metrics import (
     MODEL_VERSION,
 )
 
+QUALITY_EVERY = 5000
+"""Learned items between quality reports (log line and gauges) besides new versions."""
+
 LEARNER_KEY = "models"
 """The one key of the learner step: every worker's snapshots meet there."""
 
@@ -56,6 +59,7 @@ class LearnerStep(StatefulBatchLogic[LearnItem, ModelEvent, bytes]):
         self.hub = hub
         models = Models(hub.config) if resume is None else Models.from_bytes(resume)
         hub.install(models)
+        self._reported = models.learned // QUALITY_EVERY
         MODEL_VERSION.set(models.version)
         if resume is not None:
             log.info("models resumed at version %d after %d learned items",
@@ -73,6 +77,12 @@ class LearnerStep(StatefulBatchLogic[LearnItem, ModelEvent, bytes]):
                 labels += 1
                 CHURN_LABELS.labels(str(item.churned).lower()).inc()
         MODEL_SNAPSHOTS.inc(snapshots)
+        models = self.hub.models
+        if models is not None and models.learned // QUALITY_EVERY > self._reported:
+            # Quality is reported on a schedule too, not only with new versions.
+            self._reported = models.learned // QUALITY_EVERY
+            with self.hub.lock:
+                self._report(ModelEvent("quality", models.version, 0.0, models.summary()))
         for event in events:
             if event.kind == "drift":
                 MODEL_DRIFTS.labels(event.detail.get("detector", "")).inc()
@@ -96,8 +106,8 @@ class LearnerStep(StatefulBatchLogic[LearnItem, ModelEvent, bytes]):
                             (CLUSTER_SILHOUETTE, "cluster_silhouette")):
             if detail.get(name) is not None:
                 gauge.set(detail[name])
-        log.info("model version %d: churn ROC-AUC %s, log loss %s, silhouette %s, clusters %s",
-                 event.model_version, detail.get("churn_roc_auc"), detail.get("churn_log_loss"),
+        log.info("model %s %d: churn ROC-AUC %s, log loss %s, silhouette %s, clusters %s",
+                 event.kind, event.model_version, detail.get("churn_roc_auc"), detail.get("churn_log_loss"),
                  detail.get("cluster_silhouette"), detail.get("clusters"))
 
 
