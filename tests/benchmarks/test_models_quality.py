@@ -48,3 +48,11 @@ def test_metric_helpers() -> None:
 def test_report_runs(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--users", "200", "--events", "4000", "--seeds", "1"]) == 0
     assert "median ARI" in capsys.readouterr().out
+
+
+def test_clusterer_comparison_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    from benchmarks.clusterer_comparison import main as compare  # noqa: PLC0415
+
+    assert compare(["--users", "150", "--events", "3000"]) == 0
+    out = capsys.readouterr().out
+    assert "segstream ClusterModel" in out and "DenStream" in out
