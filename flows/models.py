@@ -140,9 +140,12 @@ class ModelFollower:
         return self
 
     def stop(self) -> None:
-        """Stop following (waits for the thread)."""
+        """Stop following and wait for the consumer to close.
+
+        A consumer still open when the interpreter exits can hang the process.
+        """
         self._stop.set()
-        self._thread.join(5)
+        self._thread.join(15)
 
     def _run(self) -> None:
         config = self._config
@@ -169,7 +172,7 @@ class ModelFollower:
 
     def _assign(self, consumer: Consumer) -> bool:
         topic = self._config.model_events_topic
-        found = consumer.list_topics(topic, timeout=5).topics.get(topic)
+        found = consumer.list_topics(topic, timeout=2).topics.get(topic)
         if found is None or found.error is not None or not found.partitions:
             return False
         consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in found.partitions])

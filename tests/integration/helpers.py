@@ -10,7 +10,8 @@ from pathlib import Path
 import orjson
 
 from segstream.config import Config, load_config
-from segstream.services import TansuBroker, TopicRecord, clean_env
+from segstream.services import TansuBroker, TopicRecord, clean_env, free_port
+from segstream.tools.replay import Record, read_jsonl
 from segstream.tools.demo import processed, scrape
 
 
@@ -47,6 +48,26 @@ def make_config(broker: TansuBroker, redis_url: str, prefix: str, input_topic: s
 def start_worker(env: dict[str, str], *args: str, log: Path) -> subprocess.Popen[bytes]:
     return subprocess.Popen([sys.executable, "-m", "segstream.cli", "run", *args], env=env,
                             stdout=open(log, "ab"), stderr=subprocess.STDOUT)  # noqa: SIM115
+
+
+def run_processes(env: dict[str, str], count: int, tmp_path: Path,
+                  *args: str) -> tuple[list[int], str]:
+    """Run ``count`` `segstream run --until-end -i N -a ...` processes together; exit codes, logs."""
+    addresses = ",".join(f"127.0.0.1:{free_port()}" for _ in range(count))
+    procs = [start_worker(env, "--until-end", "-i", str(i), "-a", addresses, *args,
+                          log=tmp_path / f"p{i}.log") for i in range(count)]
+    try:
+        codes = [p.wait(120) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    return codes, "".join((tmp_path / f"p{i}.log").read_text() for i in range(count))
+
+
+def keyed(lines: list[bytes]) -> list[tuple[bytes, bytes]]:
+    """Generated lines as Kafka records keyed by user, as `segstream replay` sends them."""
+    return [(r.key, r.value) for r in read_jsonl(lines) if isinstance(r, Record)]
 
 
 def wait_processed(port: int, at_least: int, proc: subprocess.Popen[bytes], timeout: float = 60) -> int:

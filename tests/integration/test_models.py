@@ -16,7 +16,7 @@ from segstream.services import RedisServer, TansuBroker, free_port
 from segstream.state.redis import RedisStore
 from segstream.tools.generate import generate
 
-from .helpers import change_docs, start_worker, wait_processed, worker_env
+from .helpers import change_docs, keyed, run_processes, start_worker, wait_processed, worker_env
 
 pytestmark = pytest.mark.integration
 
@@ -42,8 +42,7 @@ def test_models_resume_from_their_snapshot_and_publish(
         "SEGSTREAM_RECOVERY_DIR": "",
     })
     log = generate(400, 24_000, seed=5, malformed_rate=0.0)
-    records = [(orjson.loads(line).get("userId", orjson.loads(line).get("anonymousId")).encode(),
-                line) for line in log.lines]
+    records = keyed(log.lines)
     first, second = records[:12_000], records[12_000:]
     kafka_broker.produce(config.input_topics[0], first)
     port = free_port()
@@ -121,22 +120,11 @@ def test_two_processes_predict_with_one_set_of_models(
         "SEGSTREAM_RECOVERY_DIR": "",
     })
     log = generate(400, 24_000, seed=6, malformed_rate=0.0)
-    kafka_broker.produce(config.input_topics[0], [
-        (orjson.loads(line).get("userId", orjson.loads(line).get("anonymousId")).encode(), line)
-        for line in log.lines])
+    kafka_broker.produce(config.input_topics[0], keyed(log.lines))
     env = worker_env(config, tmp_path / "recovery", metrics_port=free_port()) | {
         "SEGSTREAM_CLUSTER_WARMUP": "300", "SEGSTREAM_CHURN_WARMUP": "50",
     }
-    addresses = f"127.0.0.1:{free_port()},127.0.0.1:{free_port()}"
-    procs = [start_worker(env, "--until-end", "-i", str(i), "-a", addresses,
-                          log=tmp_path / f"p{i}.log") for i in range(2)]
-    try:
-        codes = [p.wait(120) for p in procs]
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-    logs = "".join((tmp_path / f"p{i}.log").read_text() for i in range(2))
+    codes, logs = run_processes(env, 2, tmp_path)
     assert codes == [0, 0], logs[-3000:]
 
     store = RedisStore.from_url(redis_server.url, redis_prefix)

@@ -18,7 +18,7 @@ from segstream.operators.user import UserUpdate
 from segstream.state.redis import RedisStore
 from segstream.tools.demo import scrape
 
-from .helpers import make_config, start_worker, wait_processed, worker_env
+from .helpers import make_config, run_processes, start_worker, wait_processed, worker_env
 
 pytestmark = pytest.mark.integration
 
@@ -119,17 +119,8 @@ def test_two_processes_share_the_work(kafka_broker: TansuBroker, redis_server: R
     names = ["Product Viewed", "Checkout Started", "Order Completed", "Order Completed"]
     kafka_broker.produce(config.input_topics[0],
                          [(u.encode(), event(u, n, i)) for i, n in enumerate(names) for u in users])
-    addresses = f"127.0.0.1:{free_port()},127.0.0.1:{free_port()}"
     env = worker_env(config, tmp_path / "shared-recovery", metrics_port=free_port())
-    procs = [start_worker(env, "--until-end", "-i", str(i), "-a", addresses, log=tmp_path / f"p{i}.log")
-             for i in range(2)]
-    try:
-        codes = [p.wait(120) for p in procs]
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-    logs = "".join((tmp_path / f"p{i}.log").read_text() for i in range(2))
+    codes, logs = run_processes(env, 2, tmp_path)
     assert codes == [0, 0], logs[-3000:]
     assert logs.count("initialised recovery directory") == 1
     changes = [orjson.loads(r.value) for r in kafka_broker.read_topic(config.output_topic)]
