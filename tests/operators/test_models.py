@@ -257,3 +257,21 @@ def test_version_events_carry_the_predictor() -> None:
     events = [e for x in blobs(300) for e in models.learn(LearnItem(cluster_x=x))]
     version = [e for e in events if e.kind == "version"][-1]
     assert version.detail["predictor"]["version"] == version.model_version
+
+
+def test_the_second_seeding_keeps_each_clusters_id() -> None:
+    """Seeded again after its warm-up, the clusterer gives each behaviour the id it had."""
+    from segstream.operators.models import RESEED_AFTER  # noqa: PLC0415
+
+    models = Models(CONFIG)
+    points = blobs(CONFIG.cluster_warmup * (RESEED_AFTER + 2), seed=4)
+    warm_up = CONFIG.cluster_warmup
+    for x in points[:warm_up + 1]:
+        models.learn(LearnItem(cluster_x=x))
+    probe = blobs(100, seed=9)
+    before = [models.predict(x, None).cluster for x in probe]
+    assert models.cluster.recent is not None  # not seeded again yet
+    for x in points[warm_up + 1:]:
+        models.learn(LearnItem(cluster_x=x))
+    assert models.cluster.recent is None  # seeded again
+    assert [models.predict(x, None).cluster for x in probe] == before
