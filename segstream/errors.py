@@ -31,6 +31,26 @@ class ConfigError(SegstreamError):
         super().__init__(f"config field {field!r} (from {source}): {problem}")
 
 
+class ExpressionError(SegstreamError):
+    """A segment expression does not parse or does not type-check.
+
+    Args:
+        source: where the expression was written (a file, a rule name).
+        line: line of the expression in that file (1-based; 0 if unknown).
+        column: column of the problem within the expression (1-based).
+        problem: what is wrong and, where possible, what would be right.
+
+    """
+
+    def __init__(self, source: str, line: int, column: int, problem: str) -> None:
+        self.source = source
+        self.line = line
+        self.column = column
+        self.problem = problem
+        where = f"{source}:{line}" if line else source
+        super().__init__(f"{where}: column {column}: {problem}")
+
+
 class StateError(SegstreamError):
     """Per-user state could not be (de)serialized; names the key involved."""
 

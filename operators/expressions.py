@@ -1,0 +1,342 @@
+"""A small, safe expression language for rule segments and journey guards.
+
+Expressions are parsed once, at start-up, into a tree that is type-checked
+against the names a profile offers, and evaluated per user without ``eval``::
+
+    purchases_30d >= 3 and aov_90d > 50
+    monetary_30d > p90(monetary_30d)
+    aov_90d > mean(aov_90d) + 2 * std(aov_90d)
+    device == "mobile" and not (churn_p > 0.7)
+
+Grammar (lowest precedence first)::
+
+    expr    := or
+    or      := and ("or" and)*
+    and     := not ("and" not)*
+    not     := "not" not | compare
+    compare := sum (("<" | "<=" | ">" | ">=" | "==" | "!=") sum)?
+    sum     := product (("+" | "-") product)*
+    product := unary (("*" | "/") unary)*
+    unary   := "-" unary | atom
+    atom    := NUMBER | STRING | "true" | "false" | NAME | NAME "(" NAME ")" | "(" expr ")"
+
+Functions take one feature name and stand for a statistic of that feature
+over the live population: ``p1``..``p99`` (percentiles), ``mean``, ``std``.
+
+Evaluation never raises: a missing value (``None``), a division by zero or a
+statistic not known yet makes the comparison it is part of false.
+
+>>> rule = parse("purchases_30d >= 3 and aov_90d > 50", {"purchases_30d": NUMBER, "aov_90d": NUMBER})
+>>> rule.evaluate({"purchases_30d": 4, "aov_90d": 60.0})
+True
+>>> sorted(rule.names), rule.statistics
+(['aov_90d', 'purchases_30d'], [])
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from difflib import get_close_matches
+from typing import Any
+
+from segstream.errors import ExpressionError
+
+NUMBER, STRING, BOOL = "number", "string", "bool"
+"""The types a name or an expression can have."""
+
+_TOKEN = re.compile(r"""
+    (?P<space>\s+)
+  | (?P<number>\d+(?:\.\d*)?(?:[eE][-+]?\d+)?|\.\d+(?:[eE][-+]?\d+)?)
+  | (?P<string>"(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*')
+  | (?P<name>[A-Za-z_][A-Za-z0-9_.]*)
+  | (?P<op><=|>=|==|!=|[<>()+\-*/])
+""", re.VERBOSE)
+_KEYWORDS = {"and", "or", "not", "true", "false"}
+_PERCENTILE = re.compile(r"p([1-9][0-9]?)")
+COMPARISONS = ("<", "<=", ">", ">=", "==", "!=")
+
+Stats = Callable[[str, str], float | None]
+"""``stats(function, feature)``: a population statistic, ``None`` if not known yet."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Token:
+    kind: str
+    text: str
+    column: int
+
+
+class _Missing(Exception):
+    """A value needed by a comparison is missing: the comparison is false."""
+
+
+@dataclass(frozen=True, slots=True)
+class Node:
+    """One node of a parsed expression."""
+
+    kind: str  # num, str, bool, name, stat, neg, not, and, or, cmp, arith
+    value: Any = None
+    children: tuple[Node, ...] = ()
+    type: str = NUMBER
+
+
+@dataclass(frozen=True, slots=True)
+class Expression:
+    """A parsed, type-checked boolean expression.
+
+    Attributes:
+        text: the expression as written.
+        root: its tree.
+        names: the profile names it reads.
+        statistics: the ``(function, feature)`` population statistics it reads.
+
+    """
+
+    text: str
+    root: Node
+    names: frozenset[str] = field(default_factory=frozenset)
+    statistics: list[tuple[str, str]] = field(default_factory=list)
+
+    def evaluate(self, values: Mapping[str, Any], stats: Stats | None = None) -> bool:
+        """Evaluate against one profile; never raises (missing values make comparisons false)."""
+        try:
+            return bool(_eval(self.root, values, stats))
+        except _Missing:
+            return False
+
+
+def parse(text: str, schema: Mapping[str, str], *, source: str = "expression",
+          line: int = 0) -> Expression:
+    """Parse and type-check ``text`` against ``schema`` (name -> type).
+
+    Raises:
+        ExpressionError: a syntax error, an unknown name (with the closest known
+            names), an unknown function, or a type error, with its column.
+
+    """
+    parser = _Parser(text, schema, source, line)
+    root = parser.expression()
+    parser.expect_end()
+    if root.type != BOOL:
+        parser.fail(1, f"a segment expression must be true or false, this one is a {root.type}")
+    return Expression(text, root, frozenset(parser.names), parser.statistics)
+
+
+class _Parser:
+    def __init__(self, text: str, schema: Mapping[str, str], source: str, line: int) -> None:
+        self.text, self.schema, self.source, self.line = text, schema, source, line
+        self.tokens = self._tokenize(text)
+        self.pos = 0
+        self.names: set[str] = set()
+        self.statistics: list[tuple[str, str]] = []
+
+    def fail(self, column: int, problem: str) -> None:
+        raise ExpressionError(self.source, self.line, column, problem)
+
+    def _tokenize(self, text: str) -> list[_Token]:
+        tokens, at = [], 0
+        while at < len(text):
+            found = _TOKEN.match(text, at)
+            if found is None:
+                self.fail(at + 1, f"unexpected character {text[at]!r}")
+                raise AssertionError  # unreachable: fail raises
+            kind = found.lastgroup
+            assert kind is not None
+            if kind != "space":
+                word = found.group()
+                tokens.append(_Token("kw" if kind == "name" and word in _KEYWORDS else kind,
+                                     word, at + 1))
+            at = found.end()
+        tokens.append(_Token("end", "", len(text) + 1))
+        return tokens
+
+    # --- token helpers ---------------------------------------------------------------
+
+    def peek(self) -> _Token:
+        return self.tokens[self.pos]
+
+    def take(self, *texts: str) -> _Token | None:
+        token = self.peek()
+        if token.kind in ("op", "kw") and token.text in texts:
+            self.pos += 1
+            return token
+        return None
+
+    def expect_end(self) -> None:
+        token = self.peek()
+        if token.kind != "end":
+            self.fail(token.column, f"unexpected {token.text!r} (an operator or 'and'/'or' missing?)")
+
+    # --- grammar -----------------------------------------------------------------------
+
+    def expression(self) -> Node:
+        return self.logical("or", self.conjunction)
+
+    def conjunction(self) -> Node:
+        return self.logical("and", self.negation)
+
+    def logical(self, word: str, operand: Callable[[], Node]) -> Node:
+        left = operand()
+        while (token := self.take(word)) is not None:
+            right = operand()
+            for side in (left, right):
+                if side.type != BOOL:
+                    self.fail(token.column, f"'{word}' joins true/false values, not a {side.type}")
+            left = Node(word, None, (left, right), BOOL)
+        return left
+
+    def negation(self) -> Node:
+        token = self.take("not")
+        if token is None:
+            return self.comparison()
+        inner = self.negation()
+        if inner.type != BOOL:
+            self.fail(token.column, f"'not' takes a true/false value, not a {inner.type}")
+        return Node("not", None, (inner,), BOOL)
+
+    def comparison(self) -> Node:
+        left = self.sum()
+        token = self.take(*COMPARISONS)
+        if token is None:
+            return left
+        right = self.sum()
+        if token.text in ("==", "!="):
+            if left.type != right.type:
+                self.fail(token.column, f"cannot compare a {left.type} with a {right.type}")
+        elif NUMBER != left.type or NUMBER != right.type:
+            other = left.type if left.type != NUMBER else right.type
+            self.fail(token.column, f"'{token.text}' compares numbers, not a {other}")
+        if self.peek().kind == "op" and self.peek().text in COMPARISONS:
+            self.fail(self.peek().column, "chained comparisons are not supported: use 'and'")
+        return Node("cmp", token.text, (left, right), BOOL)
+
+    def sum(self) -> Node:
+        return self.arithmetic(("+", "-"), self.product)
+
+    def product(self) -> Node:
+        return self.arithmetic(("*", "/"), self.unary)
+
+    def arithmetic(self, ops: tuple[str, ...], operand: Callable[[], Node]) -> Node:
+        left = operand()
+        while (token := self.take(*ops)) is not None:
+            right = operand()
+            for side in (left, right):
+                if side.type != NUMBER:
+                    self.fail(token.column, f"'{token.text}' takes numbers, not a {side.type}")
+            left = Node("arith", token.text, (left, right), NUMBER)
+        return left
+
+    def unary(self) -> Node:
+        token = self.take("-")
+        if token is None:
+            return self.atom()
+        inner = self.unary()
+        if inner.type != NUMBER:
+            self.fail(token.column, f"'-' takes a number, not a {inner.type}")
+        return Node("neg", None, (inner,), NUMBER)
+
+    def atom(self) -> Node:
+        token = self.peek()
+        self.pos += 1
+        if token.kind == "number":
+            return Node("num", float(token.text), (), NUMBER)
+        if token.kind == "string":
+            body = token.text[1:-1].encode().decode("unicode_escape")
+            return Node("str", body, (), STRING)
+        if token.kind == "kw" and token.text in ("true", "false"):
+            return Node("bool", token.text == "true", (), BOOL)
+        if token.kind == "op" and token.text == "(":
+            inner = self.expression()
+            if self.take(")") is None:
+                self.fail(self.peek().column, "missing ')'")
+            return inner
+        if token.kind == "name":
+            if self.take("(") is not None:
+                return self.call(token)
+            return self.name(token)
+        what = "the end of the expression" if token.kind == "end" else repr(token.text)
+        self.fail(token.column, f"expected a value, found {what}")
+        raise AssertionError  # unreachable: fail raises
+
+    def name(self, token: _Token) -> Node:
+        kind = self.schema.get(token.text)
+        if kind is None:
+            close = get_close_matches(token.text, list(self.schema), n=3)
+            hint = f"; did you mean {', '.join(close)}?" if close else ""
+            self.fail(token.column, f"unknown name {token.text!r}{hint}")
+        self.names.add(token.text)
+        return Node("name", token.text, (), kind or NUMBER)
+
+    def call(self, token: _Token) -> Node:
+        function = token.text
+        if not (_PERCENTILE.fullmatch(function) or function in ("mean", "std")):
+            self.fail(token.column, f"unknown function {function!r}: use p1..p99, mean or std")
+        argument = self.peek()
+        if argument.kind != "name":
+            self.fail(argument.column, f"{function}() takes one feature name")
+        self.pos += 1
+        if self.schema.get(argument.text) != NUMBER:
+            problem = ("unknown name" if argument.text not in self.schema
+                       else f"a {self.schema[argument.text]}, not a number")
+            self.fail(argument.column, f"{function}({argument.text}): {problem}")
+        if self.take(")") is None:
+            self.fail(self.peek().column, f"{function}() takes one feature name and ')'")
+        self.statistics.append((function, argument.text))
+        return Node("stat", (function, argument.text), (), NUMBER)
+
+
+def _eval(node: Node, values: Mapping[str, Any], stats: Stats | None) -> Any:
+    kind = node.kind
+    if kind in ("num", "str", "bool"):
+        return node.value
+    if kind == "name":
+        value = values.get(node.value)
+        if value is None:
+            raise _Missing
+        if node.type != NUMBER:
+            return value
+        try:
+            return float(value)
+        except (TypeError, ValueError):  # a profile value of the wrong kind: missing
+            raise _Missing from None
+    if kind == "stat":
+        found = None if stats is None else stats(*node.value)
+        if found is None:
+            raise _Missing
+        return found
+    if kind == "not":
+        return not _truth(node.children[0], values, stats)
+    if kind == "and":
+        return _truth(node.children[0], values, stats) and _truth(node.children[1], values, stats)
+    if kind == "or":
+        return _truth(node.children[0], values, stats) or _truth(node.children[1], values, stats)
+    if kind == "neg":
+        return -_eval(node.children[0], values, stats)
+    left, right = (_eval(child, values, stats) for child in node.children)
+    if kind == "arith":
+        if node.value == "+":
+            return left + right
+        if node.value == "-":
+            return left - right
+        if node.value == "*":
+            return left * right
+        if right == 0:
+            raise _Missing
+        return left / right
+    return _COMPARE[node.value](left, right)
+
+
+def _truth(node: Node, values: Mapping[str, Any], stats: Stats | None) -> bool:
+    """A comparison that cannot be made is false where it stands (so ``not`` of it is true)."""
+    try:
+        return bool(_eval(node, values, stats))
+    except _Missing:
+        return False
+
+
+_COMPARE: dict[str, Callable[[Any, Any], bool]] = {
+    "<": lambda a, b: a < b, "<=": lambda a, b: a <= b, ">": lambda a, b: a > b,
+    ">=": lambda a, b: a >= b, "==": lambda a, b: a == b, "!=": lambda a, b: a != b,
+}

@@ -1,0 +1,121 @@
+"""The segment expression language: parser, precedence, errors, evaluation that never raises."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from segstream.errors import ExpressionError
+from segstream.operators.expressions import BOOL, NUMBER, STRING, parse
+
+SCHEMA = {"purchases_30d": NUMBER, "aov_90d": NUMBER, "monetary_30d": NUMBER,
+          "churn_p": NUMBER, "device": STRING, "cart_member": BOOL, "traits.plan": STRING}
+
+
+def holds(text: str, values: dict, stats: dict | None = None) -> bool:
+    expression = parse(text, SCHEMA)
+    return expression.evaluate(values, None if stats is None else
+                               lambda fn, name: stats.get((fn, name)))
+
+
+def test_the_issue_examples() -> None:
+    assert holds("purchases_30d >= 3 and aov_90d > 50", {"purchases_30d": 3, "aov_90d": 50.5})
+    assert not holds("purchases_30d >= 3 and aov_90d > 50", {"purchases_30d": 2, "aov_90d": 99})
+    assert holds("monetary_30d > p90(monetary_30d)", {"monetary_30d": 500},
+                 {("p90", "monetary_30d"): 400.0})
+    high_value = "aov_90d > mean(aov_90d) + 2 * std(aov_90d)"
+    stats = {("mean", "aov_90d"): 50.0, ("std", "aov_90d"): 10.0}
+    assert holds(high_value, {"aov_90d": 71}, stats)
+    assert not holds(high_value, {"aov_90d": 69}, stats)
+    assert parse(high_value, SCHEMA).statistics == [("mean", "aov_90d"), ("std", "aov_90d")]
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("1 + 2 * 3 == 7", True),          # * before +
+    ("(1 + 2) * 3 == 9", True),
+    ("10 - 2 - 3 == 5", True),         # left-associative
+    ("8 / 4 / 2 == 1", True),
+    ("-2 * -3 == 6", True),
+    ("true or false and false", True),  # and before or
+    ("not false and false", False),     # not before and
+    ("not (false and false)", True),
+    ("1 < 2 == true", None),            # chained comparison: an error
+])
+def test_precedence(text: str, expected: bool | None) -> None:
+    if expected is None:
+        with pytest.raises(ExpressionError, match="chained"):
+            parse(text, SCHEMA)
+    else:
+        assert parse(text, SCHEMA).evaluate({}) is expected
+
+
+@pytest.mark.parametrize(("text", "column", "message"), [
+    ("purchase_30d > 3", 1, "unknown name 'purchase_30d'; did you mean purchases_30d"),
+    ("purchases_30d >> 3", 16, "expected a value"),
+    ("purchases_30d > ", 17, "expected a value, found the end"),
+    ("(purchases_30d > 3", 19, "missing ')'"),
+    ("purchases_30d > 3 aov_90d", 19, "unexpected 'aov_90d'"),
+    ("device > 3", 8, "'>' compares numbers, not a string"),
+    ("device == 3", 8, "cannot compare a string with a number"),
+    ("purchases_30d and true", 15, "'and' joins true/false values, not a number"),
+    ("purchases_30d + 1", 1, "must be true or false"),
+    ("median(aov_90d) > 1", 1, "unknown function 'median'"),
+    ("p90(device) > 1", 5, "p90(device): a string, not a number"),
+    ("p90(3) > 1", 5, "takes one feature name"),
+    ("aov_90d > 1 & true", 13, "unexpected character '&'"),
+])
+def test_errors_point_at_the_problem(text: str, column: int, message: str) -> None:
+    with pytest.raises(ExpressionError) as info:
+        parse(text, SCHEMA, source="segments.toml", line=12)
+    assert info.value.column == column
+    assert message in info.value.problem
+    assert str(info.value).startswith(f"segments.toml:12: column {column}: ")
+
+
+def test_strings_bools_and_dotted_traits() -> None:
+    assert holds('device == "mobile" and traits.plan != "pro"', {"device": "mobile",
+                                                                  "traits.plan": "free"})
+    assert holds("cart_member", {"cart_member": True})
+    assert holds("not cart_member", {"cart_member": False})
+
+
+def test_missing_values_make_comparisons_false() -> None:
+    assert not holds("aov_90d > 50", {})
+    assert holds("not (aov_90d > 50)", {})  # the comparison is false where it stands
+    assert not holds("monetary_30d > p90(monetary_30d)", {"monetary_30d": 5})  # no statistics
+    assert not holds("aov_90d / purchases_30d > 1", {"aov_90d": 5, "purchases_30d": 0})
+    assert holds("aov_90d > 1 or purchases_30d > 1", {"purchases_30d": 2})
+
+
+EXPRESSIONS = [
+    "purchases_30d >= 3 and aov_90d > 50",
+    "monetary_30d > p90(monetary_30d) or churn_p > 0.7",
+    "aov_90d > mean(aov_90d) + 2 * std(aov_90d)",
+    'not (device == "mobile") and aov_90d / purchases_30d < -1e300',
+    "cart_member or traits.plan != 'free'",
+]
+values = st.one_of(st.none(), st.booleans(), st.integers(), st.text(max_size=5),
+                   st.floats(allow_nan=True, allow_infinity=True))
+
+
+@given(st.dictionaries(st.sampled_from(sorted(SCHEMA)), values),
+       st.dictionaries(st.tuples(st.sampled_from(["p90", "mean", "std"]),
+                                 st.sampled_from(sorted(SCHEMA))), st.none() | st.floats()))
+def test_evaluation_never_raises_on_any_profile(profile: dict, stats: dict) -> None:
+    for text in EXPRESSIONS:
+        result = parse(text, SCHEMA).evaluate(profile, lambda fn, name: stats.get((fn, name)))
+        assert result in (True, False)
+
+
+@given(st.text(alphabet="abdnot_ 0123456789.<>=!()+-*/'\"pvmeasd", max_size=40))
+def test_parsing_anything_either_works_or_says_where_it_fails(text: str) -> None:
+    schema = {"a": NUMBER, "b": NUMBER, "d": STRING}
+    try:
+        expression = parse(text, schema)
+    except ExpressionError as error:
+        assert 1 <= error.column <= len(text) + 1
+    else:
+        assert expression.evaluate({"a": 1.0, "b": math.inf, "d": "x"}) in (True, False)
