@@ -88,6 +88,7 @@ def test_missing_values_make_comparisons_false() -> None:
     assert not holds("monetary_30d > p90(monetary_30d)", {"monetary_30d": 5})  # no statistics
     assert not holds("aov_90d / purchases_30d > 1", {"aov_90d": 5, "purchases_30d": 0})
     assert holds("aov_90d > 1 or purchases_30d > 1", {"purchases_30d": 2})
+    assert not holds("aov_90d < 1", {"aov_90d": "n/a"})  # not a number: missing, not zero
 
 
 EXPRESSIONS = [
