@@ -329,7 +329,7 @@ def _eval(node: Node, values: Mapping[str, Any], stats: Stats | None) -> Any:
 
 
 def _truth(node: Node, values: Mapping[str, Any], stats: Stats | None) -> bool:
-    """A comparison that cannot be made is false where it stands (so ``not`` of it is true)."""
+    """Evaluate a condition; one that cannot be evaluated is false where it stands."""
     try:
         return bool(_eval(node, values, stats))
     except _Missing:
