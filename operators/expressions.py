@@ -76,7 +76,7 @@ class _Missing(Exception):
 class Node:
     """One node of a parsed expression."""
 
-    kind: str  # num, str, bool, name, stat, neg, not, and, or, cmp, arith
+    kind: str  # num, str, bool, name, stat, neg, not, logic, cmp, arith
     value: Any = None
     children: tuple[Node, ...] = ()
     type: str = NUMBER
@@ -172,19 +172,21 @@ class _Parser:
     # --- grammar -----------------------------------------------------------------------
 
     def expression(self) -> Node:
-        return self.logical("or", self.conjunction)
+        return self.chain(("or",), self.conjunction, "logic", BOOL, "joins true/false values")
 
     def conjunction(self) -> Node:
-        return self.logical("and", self.negation)
+        return self.chain(("and",), self.negation, "logic", BOOL, "joins true/false values")
 
-    def logical(self, word: str, operand: Callable[[], Node]) -> Node:
+    def chain(self, ops: tuple[str, ...], operand: Callable[[], Node], kind: str,
+              takes: str, verb: str) -> Node:
+        """Parse a left-associative chain of binary operators over operands of type ``takes``."""
         left = operand()
-        while (token := self.take(word)) is not None:
+        while (token := self.take(*ops)) is not None:
             right = operand()
             for side in (left, right):
-                if side.type != BOOL:
-                    self.fail(token.column, f"'{word}' joins true/false values, not a {side.type}")
-            left = Node(word, None, (left, right), BOOL)
+                if side.type != takes:
+                    self.fail(token.column, f"'{token.text}' {verb}, not a {side.type}")
+            left = Node(kind, token.text, (left, right), takes)
         return left
 
     def negation(self) -> Node:
@@ -213,20 +215,10 @@ class _Parser:
         return Node("cmp", token.text, (left, right), BOOL)
 
     def sum(self) -> Node:
-        return self.arithmetic(("+", "-"), self.product)
+        return self.chain(("+", "-"), self.product, "arith", NUMBER, "takes numbers")
 
     def product(self) -> Node:
-        return self.arithmetic(("*", "/"), self.unary)
-
-    def arithmetic(self, ops: tuple[str, ...], operand: Callable[[], Node]) -> Node:
-        left = operand()
-        while (token := self.take(*ops)) is not None:
-            right = operand()
-            for side in (left, right):
-                if side.type != NUMBER:
-                    self.fail(token.column, f"'{token.text}' takes numbers, not a {side.type}")
-            left = Node("arith", token.text, (left, right), NUMBER)
-        return left
+        return self.chain(("*", "/"), self.unary, "arith", NUMBER, "takes numbers")
 
     def unary(self) -> Node:
         token = self.take("-")
@@ -308,10 +300,11 @@ def _eval(node: Node, values: Mapping[str, Any], stats: Stats | None) -> Any:
         return found
     if kind == "not":
         return not _truth(node.children[0], values, stats)
-    if kind == "and":
-        return _truth(node.children[0], values, stats) and _truth(node.children[1], values, stats)
-    if kind == "or":
-        return _truth(node.children[0], values, stats) or _truth(node.children[1], values, stats)
+    if kind == "logic":
+        first = _truth(node.children[0], values, stats)
+        if first == (node.value == "or"):  # short-circuit: "or" of true, "and" of false
+            return first
+        return _truth(node.children[1], values, stats)
     if kind == "neg":
         return -_eval(node.children[0], values, stats)
     left, right = (_eval(child, values, stats) for child in node.children)

@@ -101,6 +101,14 @@ def fact_of(event: Event, config: FeatureConfig) -> Fact:
     )
 
 
+def starts_session(profile: Profile, ts: float, config: FeatureConfig) -> bool:
+    """Return whether an event at ``ts`` opens a new session.
+
+    It does when the gap since ``last_seen`` exceeds ``session_gap_s``, or it is the first event.
+    """
+    return profile.last_seen is None or ts - profile.last_seen > config.session_gap_s
+
+
 def apply_fact(profile: Profile, fact: Fact, config: FeatureConfig) -> list[tuple[str, str]]:
     """Apply one on-time event, in timeline order; return the journey steps it took.
 
@@ -115,7 +123,7 @@ def apply_fact(profile: Profile, fact: Fact, config: FeatureConfig) -> list[tupl
         profile.first_seen = ts
 
     weight = config.weight(fact)
-    if previous is None or ts - previous > config.session_gap_s:
+    if starts_session(profile, ts, config):
         if profile.session_events == 1:
             profile.bounces += 1
         profile.sessions_total += 1

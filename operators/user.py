@@ -54,6 +54,7 @@ from segstream.operators.features import (
     features,
     fire_cart_timer,
     rule_segments,
+    starts_session,
 )
 from segstream.operators.models import (
     UNASSIGNED,
@@ -263,12 +264,17 @@ def _due(profile: Profile, config: UserConfig) -> tuple[float, str] | None:
         label = profile.label_at + config.models.churn_horizon_s
         if label < due[0]:
             due = (label, CHURN_LABEL_TIMER)
-    if profile.sessions_total > profile.snapshot_session and profile.last_seen is not None:
-        # The session ends once the gap passes without an event (W > last_seen + gap).
-        end = profile.last_seen + config.features.session_gap_s
-        if end < due[0]:
-            due = (end, SESSION_END_TIMER)
+    end = _session_end(profile, config)
+    if end is not None and end < due[0]:
+        due = (end, SESSION_END_TIMER)
     return due
+
+
+def _session_end(profile: Profile, config: UserConfig) -> float | None:
+    """When the current session ends if no event comes (``None``: its snapshot was taken)."""
+    if profile.sessions_total <= profile.snapshot_session or profile.last_seen is None:
+        return None
+    return profile.last_seen + config.features.session_gap_s
 
 
 class _Run:
@@ -359,11 +365,9 @@ class _Run:
         # The model timers belong to the timeline: when the watermark has not
         # fired them (events settled early, see max_pending_events), the event
         # that follows does, so snapshots and labels never depend on it.
-        if (settled.sessions_total > settled.snapshot_session and settled.last_seen is not None
-                and fact.ts - settled.last_seen > self.config.features.session_gap_s):
-            settled.snapshot_session = settled.sessions_total
-            self._snapshot(settled.last_seen + self.config.features.session_gap_s,
-                           f"timer:{SESSION_END_TIMER}", session_end=True)
+        end = _session_end(settled, self.config)
+        if end is not None and starts_session(settled, fact.ts, self.config.features):
+            self._end_session(end)
         if settled.label_at is not None:
             # The user is back: the last session-end snapshot churned only if the
             # horizon passed first (with the watermark, its timer labels it instead).
@@ -385,14 +389,20 @@ class _Run:
             self._rebuild_view()
             self._publish(f"timer:{timer}", deadline)
         elif timer == SESSION_END_TIMER:
-            state.settled.snapshot_session = state.settled.sessions_total
-            self._snapshot(deadline, f"timer:{timer}", session_end=True)
+            self._end_session(deadline)
         elif timer == CHURN_LABEL_TIMER:
             self._label(churned=True)
         else:
             self._evict(deadline)
 
     # --- models ----------------------------------------------------------------------
+
+    def _end_session(self, at: float) -> None:
+        """Take the session-end snapshot (once per session)."""
+        state = self.state
+        assert state is not None
+        state.settled.snapshot_session = state.settled.sessions_total
+        self._snapshot(at, f"timer:{SESSION_END_TIMER}", session_end=True)
 
     def _snapshot(self, at: float, cause: str, *, session_end: bool) -> None:
         """Take a feature snapshot of the settled profile: predict, publish, pass it on to learn."""
