@@ -115,7 +115,7 @@ def run(users: int, events: int, seed: int, config: ModelConfig | None = None) -
                 labelled.append((item.predicted, item.churned))
             if item.cluster_x is not None and halfway is not None:
                 late_snapshots.append(item.cluster_x)
-            hub.learn(item)
+            hub.learn([item])
             learned += 1
 
     for i, line in enumerate(log.lines):

@@ -12,8 +12,9 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from bytewax.connectors.kafka import KafkaSource, _list_parts
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
@@ -28,6 +29,8 @@ from segstream.config import Config
 from segstream.errors import SegstreamError
 from segstream.kafka import produce_waiting
 from segstream.metrics import REDIS_PROFILE_WRITES, SINK_BATCH_SECONDS
+
+X = TypeVar("X")
 
 
 class SinkError(SegstreamError):
@@ -153,52 +156,52 @@ def merge_updates(updates: Sequence[UserUpdate]) -> list[UserUpdate]:
     return out
 
 
-class _RedisPartition(StatelessSinkPartition[UserUpdate]):
-    def __init__(self, store: RedisStore) -> None:
-        self._store = store
+class _RedisPartition(StatelessSinkPartition[X]):
+    def __init__(self, store: RedisStore, write: Callable[[RedisStore, list[X]], None],
+                 label: str) -> None:
+        self._store, self._write, self._label = store, write, label
 
-    def write_batch(self, items: list[UserUpdate]) -> None:
+    def write_batch(self, items: list[X]) -> None:
         started = time.perf_counter()
-        written = self._store.apply(merge_updates(items), updated_at=iso_utc(time.time()))
-        REDIS_PROFILE_WRITES.inc(written)
-        SINK_BATCH_SECONDS.labels("redis").observe(time.perf_counter() - started)
+        self._write(self._store, items)
+        SINK_BATCH_SECONDS.labels(self._label).observe(time.perf_counter() - started)
 
     def close(self) -> None:
         self._store.close()
 
 
-class RedisSink(DynamicSink[UserUpdate]):
+class _RedisSink(DynamicSink[X]):
+    """One Redis connection per worker, writing batches with ``write``."""
+
+    def __init__(self, config: Config, write: Callable[[RedisStore, list[X]], None],
+                 label: str) -> None:
+        self._url, self._prefix = config.redis_url, config.redis_prefix
+        self._write, self._label = write, label
+
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> _RedisPartition[X]:
+        """Create this worker's Redis connection."""
+        return _RedisPartition(RedisStore.from_url(self._url, self._prefix), self._write,
+                               self._label)
+
+
+def _write_updates(store: RedisStore, items: list[UserUpdate]) -> None:
+    written = store.apply(merge_updates(items), updated_at=iso_utc(time.time()))
+    REDIS_PROFILE_WRITES.inc(written)
+
+
+def _write_model_events(store: RedisStore, items: list[ModelEvent]) -> None:
+    store.apply_model(items)
+
+
+class RedisSink(_RedisSink[UserUpdate]):
     """Writes :class:`UserUpdate` s to Redis, one connection per worker."""
 
     def __init__(self, config: Config) -> None:
-        self._url = config.redis_url
-        self._prefix = config.redis_prefix
-
-    def build(self, step_id: str, worker_index: int, worker_count: int) -> _RedisPartition:
-        """Create this worker's Redis connection."""
-        return _RedisPartition(RedisStore.from_url(self._url, self._prefix))
+        super().__init__(config, _write_updates, "redis")
 
 
-class _RedisModelPartition(StatelessSinkPartition[ModelEvent]):
-    def __init__(self, store: RedisStore) -> None:
-        self._store = store
-
-    def write_batch(self, items: list[ModelEvent]) -> None:
-        started = time.perf_counter()
-        self._store.apply_model(items)
-        SINK_BATCH_SECONDS.labels("redis_model").observe(time.perf_counter() - started)
-
-    def close(self) -> None:
-        self._store.close()
-
-
-class RedisModelSink(DynamicSink[ModelEvent]):
+class RedisModelSink(_RedisSink[ModelEvent]):
     """Writes the models' new versions (cluster descriptions, quality) to Redis."""
 
     def __init__(self, config: Config) -> None:
-        self._url = config.redis_url
-        self._prefix = config.redis_prefix
-
-    def build(self, step_id: str, worker_index: int, worker_count: int) -> _RedisModelPartition:
-        """Create this worker's Redis connection."""
-        return _RedisModelPartition(RedisStore.from_url(self._url, self._prefix))
+        super().__init__(config, _write_model_events, "redis_model")

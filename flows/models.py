@@ -17,6 +17,7 @@ import logging
 import threading
 import time
 import uuid
+from collections import Counter
 
 import orjson
 from bytewax.operators import StatefulBatchLogic
@@ -67,16 +68,11 @@ class LearnerStep(StatefulBatchLogic[LearnItem, ModelEvent, bytes]):
 
     def on_batch(self, values: list[LearnItem]) -> tuple[list[ModelEvent], bool]:
         """Learn a batch in order; emit drifts and new versions."""
-        events: list[ModelEvent] = []
-        snapshots = labels = 0
-        for item in values:
-            events += self.hub.learn(item)
-            if item.cluster_x is not None:
-                snapshots += 1
-            if item.churned is not None:
-                labels += 1
-                CHURN_LABELS.labels(str(item.churned).lower()).inc()
-        MODEL_SNAPSHOTS.inc(snapshots)
+        events = self.hub.learn(values)
+        MODEL_SNAPSHOTS.inc(sum(item.cluster_x is not None for item in values))
+        outcomes = Counter(item.churned for item in values if item.churned is not None)
+        for churned, count in outcomes.items():
+            CHURN_LABELS.labels(str(churned).lower()).inc(count)
         models = self.hub.models
         if models is not None and models.learned // QUALITY_EVERY > self._reported:
             # Quality is reported on a schedule too, not only with new versions.

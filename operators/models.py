@@ -32,6 +32,7 @@ import pickle
 import random
 import threading
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -778,12 +779,13 @@ class ModelHub:
                 return self._followed.predict(cluster_x, churn_x)
             return Prediction(None, None, 0)
 
-    def learn(self, item: LearnItem) -> list[ModelEvent]:
-        """Learn on the installed models (creating them on first use)."""
+    def learn(self, items: Iterable[LearnItem]) -> list[ModelEvent]:
+        """Learn items in order on the installed models (created on first use), under one lock."""
         with self.lock:
             if self._models is None:
                 self._models = Models(self.config)
-            return self._models.learn(item)
+            learn = self._models.learn
+            return [event for item in items for event in learn(item)]
 
     @property
     def models(self) -> Models | None:

@@ -11,12 +11,19 @@ from pathlib import Path
 import orjson
 import pytest
 
-from segstream.config import load_config
 from segstream.services import RedisServer, TansuBroker, free_port
 from segstream.state.redis import RedisStore
 from segstream.tools.generate import generate
 
-from .helpers import change_docs, keyed, run_processes, start_worker, wait_processed, worker_env
+from .helpers import (
+    change_docs,
+    keyed,
+    make_config,
+    run_processes,
+    start_worker,
+    wait_processed,
+    worker_env,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -34,13 +41,8 @@ def test_models_resume_from_their_snapshot_and_publish(
     each in exactly the cluster set its profile names, churn bands published,
     and model versions on the model-events topic.
     """
-    config = load_config(env={
-        "SEGSTREAM_BROKERS": kafka_broker.bootstrap, "SEGSTREAM_INPUT_TOPICS": topic_factory("in"),
-        "SEGSTREAM_OUTPUT_TOPIC": topic_factory("out"), "SEGSTREAM_DLQ_TOPIC": topic_factory("dlq"),
-        "SEGSTREAM_MODEL_EVENTS_TOPIC": topic_factory("models"),
-        "SEGSTREAM_REDIS_URL": redis_server.url, "SEGSTREAM_REDIS_PREFIX": redis_prefix,
-        "SEGSTREAM_RECOVERY_DIR": "",
-    })
+    config = make_config(kafka_broker, redis_server.url, redis_prefix, topic_factory("in"),
+                         topic_factory("out"), topic_factory("dlq"))
     log = generate(400, 24_000, seed=5, malformed_rate=0.0)
     records = keyed(log.lines)
     first, second = records[:12_000], records[12_000:]
@@ -111,14 +113,8 @@ def test_two_processes_predict_with_one_set_of_models(
     the learner follows the model versions on the model-events topic. (Without
     that, about half the users would stay ``cluster:unassigned``.)
     """
-    config = load_config(env={
-        "SEGSTREAM_BROKERS": kafka_broker.bootstrap,
-        "SEGSTREAM_INPUT_TOPICS": topic_factory("in", partitions=2),
-        "SEGSTREAM_OUTPUT_TOPIC": topic_factory("out"), "SEGSTREAM_DLQ_TOPIC": topic_factory("dlq"),
-        "SEGSTREAM_MODEL_EVENTS_TOPIC": topic_factory("models"),
-        "SEGSTREAM_REDIS_URL": redis_server.url, "SEGSTREAM_REDIS_PREFIX": redis_prefix,
-        "SEGSTREAM_RECOVERY_DIR": "",
-    })
+    config = make_config(kafka_broker, redis_server.url, redis_prefix, topic_factory("in", partitions=2),
+                         topic_factory("out"), topic_factory("dlq"))
     log = generate(400, 24_000, seed=6, malformed_rate=0.0)
     kafka_broker.produce(config.input_topics[0], keyed(log.lines))
     env = worker_env(config, tmp_path / "recovery", metrics_port=free_port()) | {

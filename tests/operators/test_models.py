@@ -202,7 +202,7 @@ def test_hub_predicts_nothing_until_models_are_installed() -> None:
     hub = ModelHub(CONFIG)
     assert hub.predict({"a": 1.0}, {"x": 1.0}) == hub.predict(None, None)
     assert hub.predict(None, None).cluster is None
-    hub.learn(LearnItem(cluster_x={"a": 1.0}))
+    hub.learn([LearnItem(cluster_x={"a": 1.0})])
     assert hub.models is not None and hub.models.learned == 1
 
 
