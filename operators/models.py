@@ -302,8 +302,12 @@ class ClusterModel:
             return None
         return int(self.kmeans.predict_one(self.scaler.transform_one(x)))
 
-    def learn(self, x: dict[str, float]) -> None:
-        """Learn one snapshot."""
+    def learn(self, x: dict[str, float]) -> tuple[int, dict[str, float]] | None:
+        """Learn one snapshot; return its cluster before it was learned, and its scaled vector.
+
+        ``None`` while warming up. Scaling once serves the assignment, the
+        quality sample and the update.
+        """
         if self.warmup is not None:
             # The scale is learned on the warm-up only: a scale that kept moving
             # would move every point relative to the centres, and ids with them
@@ -313,13 +317,16 @@ class ClusterModel:
             if len(self.warmup) >= self.config.cluster_warmup:
                 self._seed(self.warmup)
                 self.warmup = None
-            return
-        self.kmeans.learn_one(self.scaler.transform_one(x))
+            return None
+        z = self.scaler.transform_one(x)
+        assigned = int(self.kmeans.predict_one(z))
+        self.kmeans.learn_one(z)
         if self.recent is not None:
             self.recent.append(x)
             if len(self.recent) >= RESEED_AFTER * self.config.cluster_warmup:
                 self._reseed(self.recent)
                 self.recent = None
+        return assigned, z
 
     def _reseed(self, points: list[dict[str, float]]) -> None:
         """Seed scale and centres again on later snapshots, keeping each cluster's id.
@@ -480,10 +487,9 @@ class Models:
         """Learn one item; return what should be reported (drift, a new version)."""
         events: list[ModelEvent] = []
         if item.cluster_x is not None:
-            assigned = self.cluster.predict(item.cluster_x)
-            if assigned is not None:
-                self._observe_mix(assigned, item, events)
-            self.cluster.learn(item.cluster_x)
+            learned = self.cluster.learn(item.cluster_x)
+            if learned is not None:
+                self._observe_mix(*learned, item, events)
         if item.churn_x is not None and item.churned is not None:
             if item.predicted is not None:
                 self._observe_churn(item.predicted, item.churned, item, events)
@@ -558,10 +564,10 @@ class Models:
             events.append(ModelEvent("drift", self.version, item.event_time,
                                      {"detector": "churn_error", "labels": q.labels_seen}))
 
-    def _observe_mix(self, assigned: int, item: LearnItem, events: list[ModelEvent]) -> None:
+    def _observe_mix(self, assigned: int, scaled: dict[str, float], item: LearnItem,
+                     events: list[ModelEvent]) -> None:
         q = self.quality
-        assert item.cluster_x is not None
-        q.sample.append((self.cluster.scaler.transform_one(item.cluster_x), assigned))
+        q.sample.append((scaled, assigned))
         for i in range(self.config.cluster_k):
             detector = self.mix_drift.setdefault(i, drift.ADWIN())
             detector.update(1.0 if i == assigned else 0.0)
