@@ -137,19 +137,31 @@ class TansuBroker(_Service):
                     raise ServiceError(msg) from exc
 
     def produce(self, topic: str, messages: Iterable[tuple[bytes | None, bytes]]) -> int:
-        """Produce ``(key, value)`` pairs and flush; return how many were sent."""
+        """Produce ``(key, value)`` pairs and flush; return how many were sent.
+
+        Raises:
+            ServiceError: a message was not delivered (naming the first error).
+
+        """
         from confluent_kafka import Producer  # noqa: PLC0415
 
         producer = Producer({"bootstrap.servers": self.bootstrap, **PRODUCER_TUNING})
+        failures: list[str] = []
+
+        def on_delivery(err: object, _msg: object) -> None:
+            if err is not None:
+                failures.append(str(err))
+
         count = 0
         for key, value in messages:
-            produce_waiting(producer, topic, value, key)
+            produce_waiting(producer, topic, value, key, on_delivery=on_delivery)
             count += 1
             if count % 10000 == 0:
                 producer.poll(0)
         remaining = producer.flush(30)
-        if remaining:
-            msg = f"{remaining} messages to {topic!r} were not delivered"
+        if remaining or failures:
+            first = f", first error: {failures[0]}" if failures else ""
+            msg = f"{remaining + len(failures)} messages to {topic!r} were not delivered{first}"
             raise ServiceError(msg)
         return count
 

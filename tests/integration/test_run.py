@@ -117,8 +117,11 @@ def test_two_processes_share_the_work(kafka_broker: TansuBroker, redis_server: R
                          topic_factory("in", partitions=2), topic_factory("out"), topic_factory("dlq"))
     users = [f"u{i}" for i in range(40)]
     names = ["Product Viewed", "Checkout Started", "Order Completed", "Order Completed"]
-    kafka_broker.produce(config.input_topics[0],
-                         [(u.encode(), event(u, n, i)) for i, n in enumerate(names) for u in users])
+    sent = kafka_broker.produce(config.input_topics[0],
+                                [(u.encode(), event(u, n, i)) for i, n in enumerate(names) for u in users])
+    # The whole input is readable before the workers start: a worker that stops
+    # at the end of its partitions must find all of it.
+    assert len(kafka_broker.read_topic(config.input_topics[0])) == sent
     env = worker_env(config, tmp_path / "shared-recovery", metrics_port=free_port())
     codes, logs = run_processes(env, 2, tmp_path)
     assert codes == [0, 0], logs[-3000:]
@@ -127,7 +130,7 @@ def test_two_processes_share_the_work(kafka_broker: TansuBroker, redis_server: R
     versions: dict[str, list[int]] = {}
     for change in changes:
         versions.setdefault(change["user_id"], []).append(change["version"])
-    assert sorted(versions) == sorted(users)
+    assert sorted(versions) == sorted(users), logs[-3000:]
     for user, seen in versions.items():
         # Four journey phases and needs_enrichment, each version once, no gaps.
         first = 1714557600 * 1_000_000 + 1  # the user's first event time in microseconds, + 1
