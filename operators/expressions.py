@@ -20,6 +20,9 @@ Grammar (lowest precedence first)::
     unary   := "-" unary | atom
     atom    := NUMBER | STRING | "true" | "false" | NAME | NAME "(" NAME ")" | "(" expr ")"
 
+A number may carry a duration unit, ``s``, ``m``, ``h``, ``d`` or ``w``, and
+then counts seconds: ``since_last_purchase_s <= 14d``.
+
 Functions take one feature name and stand for a statistic of that feature
 over the live population: ``p1``..``p99`` (percentiles), ``mean``, ``std``.
 
@@ -48,12 +51,14 @@ NUMBER, STRING, BOOL = "number", "string", "bool"
 
 _TOKEN = re.compile(r"""
     (?P<space>\s+)
-  | (?P<number>\d+(?:\.\d*)?(?:[eE][-+]?\d+)?|\.\d+(?:[eE][-+]?\d+)?)
+  | (?P<number>(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?(?:[smhdw](?![A-Za-z0-9_.]))?)
   | (?P<string>"(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*')
   | (?P<name>[A-Za-z_][A-Za-z0-9_.]*)
   | (?P<op><=|>=|==|!=|[<>()+\-*/])
 """, re.VERBOSE)
 _KEYWORDS = {"and", "or", "not", "true", "false"}
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+"""A number with one of these suffixes is a duration in seconds (``14d`` is 1209600)."""
 _PERCENTILE = re.compile(r"p([1-9][0-9]?)")
 COMPARISONS = ("<", "<=", ">", ">=", "==", "!=")
 
@@ -233,7 +238,8 @@ class _Parser:
         token = self.peek()
         self.pos += 1
         if token.kind == "number":
-            return Node("num", float(token.text), (), NUMBER)
+            unit = _DURATION_UNITS.get(token.text[-1], 1)
+            return Node("num", float(token.text.rstrip("smhdw")) * unit, (), NUMBER)
         if token.kind == "string":
             body = token.text[1:-1].encode().decode("unicode_escape")
             return Node("str", body, (), STRING)

@@ -25,7 +25,15 @@ from typing import Any
 
 from segstream.operators.events import Event
 from segstream.operators.journey import DEFAULT_JOURNEY, JourneyConfig
-from segstream.operators.windows import DAY_WINDOWS, REVENUE, ROLE_SLOTS, WINDOW_ROLES, WindowLayout
+from segstream.operators.windows import (
+    DAY_WINDOWS,
+    REVENUE,
+    ROLE_SLOTS,
+    SESSION,
+    SESSION_SLOT,
+    WINDOW_ROLES,
+    WindowLayout,
+)
 from segstream.state.profile import Fact, Profile, TraitValue
 
 DEFAULT_HORIZONS: tuple[str, ...] = ("1h", "24h", "7d", "30d")
@@ -129,6 +137,9 @@ def apply_fact(profile: Profile, fact: Fact, config: FeatureConfig) -> list[tupl
         profile.sessions_total += 1
         profile.session_start = ts
         profile.session_events = 1
+        if not profile.buckets:
+            profile.buckets = config.windows.empty()
+        config.windows.add(profile.buckets, ts, SESSION, 0.0)
     else:
         profile.session_events += 1
     if previous is None:
@@ -257,6 +268,8 @@ def features(profile: Profile, config: FeatureConfig, at: float | None = None) -
     values["since_last_purchase_s"] = (
         None if profile.last_purchase is None or at is None else at - profile.last_purchase
     )
+    values["since_last_seen_s"] = None if at is None or profile.last_seen is None else at - profile.last_seen
+    values["age_s"] = None if at is None or profile.first_seen is None else at - profile.first_seen
     values["engagement"] = (
         profile.engagement if at is None or profile.last_seen is None or at == profile.last_seen
         else profile.engagement * 2.0 ** (-(at - profile.last_seen) / config.engagement_half_life_s)
@@ -267,6 +280,7 @@ def features(profile: Profile, config: FeatureConfig, at: float | None = None) -
     values["traits"] = dict(profile.traits)
     values["completeness"] = completeness(profile, config.required_attributes)
     values["cart_abandoned_total"] = profile.cart_abandoned_total
+    values["cart_abandoned"] = profile.cart_member
     return values
 
 
@@ -282,7 +296,8 @@ def _window_names(
     if cached is not None:
         return cached
     roles = tuple(
-        tuple((f"{role}_{spec.name}", ROLE_SLOTS[role]) for role in WINDOW_ROLES)
+        (*((f"{role}_{spec.name}", ROLE_SLOTS[role]) for role in WINDOW_ROLES),
+         (f"sessions_{spec.name}", SESSION_SLOT))
         for spec in layout.horizons
     )
     fm = tuple((f"purchases_{spec.name}", f"revenue_{spec.name}") for spec in DAY_WINDOWS)

@@ -9,7 +9,7 @@ only buckets that had events, dropped once older than the longest horizon at
 that resolution.
 
 A bucket is ``[index, product_view, search, add_to_cart, checkout, purchase,
-revenue]``.
+revenue, sessions]``; ``sessions`` counts session starts (``sessions_{horizon}``).
 
 >>> layout = WindowLayout.build(("1h", "24h", "7d", "30d"))
 >>> [spec.resolution for spec in layout.horizons]
@@ -42,6 +42,12 @@ ROLE_SLOTS: dict[str, int] = {role: i + 1 for i, role in enumerate(WINDOW_ROLES)
 
 REVENUE = len(WINDOW_ROLES) + 1
 """Position of the revenue sum in a bucket."""
+
+SESSION = "session"
+"""Pseudo-role counted when a session starts (not a taxonomy role)."""
+
+SESSION_SLOT = REVENUE + 1
+"""Position of the session-start count in a bucket."""
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _DURATION = re.compile(r"^\s*(\d+)\s*([smhd])\s*$")
@@ -160,7 +166,7 @@ class WindowLayout:
         the kept range of ``ts`` are dropped first; so with in-order input the
         lists stay short, and an out-of-range ``ts`` (a late event) is ignored.
         """
-        slot = ROLE_SLOTS.get(role) if role is not None else None
+        slot = SESSION_SLOT if role == SESSION else ROLE_SLOTS.get(role) if role is not None else None
         if slot is None:
             return
         first = self.coarsest if coarsest_only else 0
@@ -212,7 +218,7 @@ class WindowLayout:
         for level, resolution in enumerate(self.resolutions):
             nested = self.nested[level]
             newest = int(at // resolution)
-            running = [0.0] * (REVENUE + 1)
+            running = [0.0] * (SESSION_SLOT + 1)
             j = 0
             for bucket in reversed(levels[level]) if levels else ():
                 age = newest - bucket[0]
@@ -246,6 +252,6 @@ def _bucket(buckets: list[list[float]], index: int) -> list[float]:
         position -= 1
     if position and buckets[position - 1][0] == index:
         return buckets[position - 1]
-    bucket: list[float] = [index, 0, 0, 0, 0, 0, 0.0]
+    bucket: list[float] = [index, 0, 0, 0, 0, 0, 0.0, 0]
     buckets.insert(position, bucket)
     return bucket

@@ -33,6 +33,14 @@ def test_the_issue_examples() -> None:
     assert parse(high_value, SCHEMA).statistics == [("mean", "aov_90d"), ("std", "aov_90d")]
 
 
+def test_numbers_with_a_duration_unit_count_seconds() -> None:
+    assert holds("purchases_30d <= 14d", {"purchases_30d": 14 * 86400})
+    assert not holds("purchases_30d <= 14d", {"purchases_30d": 14 * 86400 + 1})
+    assert holds("aov_90d == 90s + 2m + 1h + 1w", {"aov_90d": 90 + 120 + 3600 + 7 * 86400})
+    with pytest.raises(ExpressionError, match="column 2: unexpected .dx."):
+        parse("5dx > 1", SCHEMA)  # a unit glued to a name is no duration
+
+
 @pytest.mark.parametrize(("text", "expected"), [
     ("1 + 2 * 3 == 7", True),          # * before +
     ("(1 + 2) * 3 == 9", True),

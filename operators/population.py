@@ -1,0 +1,256 @@
+"""Population statistics for dynamic thresholds: ``p90(x)``, ``mean(x)``, ``std(x)`` over live users.
+
+The population of a feature is the users in state whose value of it is present
+and non-zero, each counted once with their value as of their latest update (an
+event or a timer). Non-zero, because a population of non-buyers would pin every
+monetary percentile at 0: ``p90(revenue_30d)`` means "the top tenth of spenders".
+
+Each user step adds its user's value and takes the previous one out
+(:meth:`Population.replace`), so the aggregates are of live users only, and an
+evicted user leaves them. Per feature the aggregates are:
+
+- the count, sum and sum of squares of the values in fixed point (micro-units,
+  as Python ints): exact under any number of adds and removals, so ``mean``
+  and ``std`` never drift;
+- a histogram in logarithmic bins 2 % wide (DDSketch's layout, with removals):
+  a percentile is within 1 % of the value of the same rank.
+
+The aggregates are plain sums, so they merge across processes by adding them:
+each process publishes its own (:meth:`partial`) and adds the others'
+(:meth:`set_remote`); see ``flows/population.py`` for the exchange and how stale
+it lets a threshold be.
+
+>>> population = Population(("aov_90d",))
+>>> for value in (10.0, 20.0, 30.0, 0.0):
+...     population.replace(None, population.contribution({"aov_90d": value}))
+>>> population.stat("mean", "aov_90d"), round(population.stat("std", "aov_90d"), 6)
+(20.0, 8.164966)
+>>> abs(population.stat("p50", "aov_90d") - 20.0) <= 0.01 * 20.0  # within 1 % of the median
+True
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from bisect import bisect_left
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+SCALE = 1_000_000
+"""Fixed-point scale of sums: values count to the micro-unit."""
+
+RELATIVE_ACCURACY = 0.01
+GAMMA = (1 + RELATIVE_ACCURACY) / (1 - RELATIVE_ACCURACY)
+_LOG_GAMMA = math.log(GAMMA)
+
+Contribution = tuple[float | None, ...]
+"""One user's values of the tracked features (``None``: not in that feature's population)."""
+
+
+def bin_of(value: float) -> int:
+    """Return the histogram bin of a non-zero value.
+
+    Positive values map to ``2 * k``, negative ones to ``2 * k + 1`` where ``k``
+    is the logarithmic bin of the magnitude, so one ``Counter`` holds both.
+
+    >>> bin_of(1.0), bin_of(-1.0)
+    (0, 1)
+    """
+    k = math.ceil(math.log(abs(value)) / _LOG_GAMMA)
+    return 2 * k + (1 if value < 0 else 0)
+
+
+def value_of(bin_: int) -> float:
+    """Return the representative value of a bin: within 1 % of every value in it."""
+    k, negative = divmod(bin_, 2)
+    magnitude = 2 * GAMMA**k / (GAMMA + 1)
+    return -magnitude if negative else magnitude
+
+
+def _order(bin_: int) -> tuple[int, int]:
+    """Sort key of bins by value: negatives (largest magnitude first), then positives."""
+    k, negative = divmod(bin_, 2)
+    return (0, -k) if negative else (1, k)
+
+
+class FeatureAggregate:
+    """Count, exact fixed-point sums and histogram of one feature's population."""
+
+    __slots__ = ("count", "total", "squares", "hist")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.total = 0
+        self.squares = 0
+        self.hist: Counter[int] = Counter()
+
+    def add(self, value: float, step: int) -> None:
+        """Add (``step`` 1) or remove (``step`` -1) one value."""
+        fixed = round(value * SCALE)
+        self.count += step
+        self.total += step * fixed
+        self.squares += step * fixed * fixed
+        bin_ = bin_of(value)
+        self.hist[bin_] += step
+        if not self.hist[bin_]:
+            del self.hist[bin_]
+
+    def merge(self, other: FeatureAggregate) -> None:
+        """Add ``other``'s values to these."""
+        self.count += other.count
+        self.total += other.total
+        self.squares += other.squares
+        self.hist.update(other.hist)
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-able form; the sums are strings (they outgrow 64 bits)."""
+        return {"count": self.count, "total": str(self.total), "squares": str(self.squares),
+                "hist": {str(b): c for b, c in self.hist.items()}}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> FeatureAggregate:
+        """Rebuild from :meth:`to_json` output."""
+        out = cls()
+        out.count = int(data["count"])
+        out.total = int(data["total"])
+        out.squares = int(data["squares"])
+        out.hist = Counter({int(b): int(c) for b, c in data["hist"].items()})
+        return out
+
+
+class _Summary:
+    """Statistics read off an aggregate: exact mean and std, percentiles by rank."""
+
+    __slots__ = ("mean", "std", "bins", "below", "count")
+
+    def __init__(self, agg: FeatureAggregate) -> None:
+        n = agg.count
+        self.count = n
+        self.mean = agg.total / n / SCALE if n > 0 else None
+        # Exact in integers first: n * sum(x^2) - sum(x)^2 >= 0, then one division.
+        self.std = (
+            math.sqrt(max(0, n * agg.squares - agg.total * agg.total)) / n / SCALE if n > 0 else None
+        )
+        self.bins = sorted((b for b, c in agg.hist.items() if c > 0), key=_order)
+        below = [0]
+        for b in self.bins:
+            below.append(below[-1] + agg.hist[b])
+        self.below = below
+
+    def percentile(self, p: int) -> float | None:
+        """Nearest-rank percentile: the smallest value with at least ``p`` % of values at or below it."""
+        n = self.below[-1]
+        if n <= 0:
+            return None
+        rank = max(1, math.ceil(p * n / 100))
+        i = bisect_left(self.below, rank) - 1
+        return value_of(self.bins[i])
+
+
+class Population:
+    """Aggregates of the tracked features over this process's users, plus other processes'.
+
+    Thread-safe: the workers of one process share it.
+    """
+
+    def __init__(self, features: Sequence[str], *, refresh_share: float = 0.01) -> None:
+        """Track ``features`` (the ones some expression takes a statistic of)."""
+        self.features = tuple(features)
+        self._index = {name: i for i, name in enumerate(self.features)}
+        self._local = [FeatureAggregate() for _ in self.features]
+        self._remote = [FeatureAggregate() for _ in self.features]
+        self._summaries: list[_Summary] = [_Summary(agg) for agg in self._local]
+        self._changes = 0
+        self._refresh_share = refresh_share
+        self._lock = threading.Lock()
+
+    def contribution(self, values: Mapping[str, Any]) -> Contribution | None:
+        """Return what a user with feature ``values`` adds (``None`` if nothing)."""
+        if not self.features:
+            return None
+        out = tuple(_member_value(values.get(name)) for name in self.features)
+        return None if all(v is None for v in out) else out
+
+    def replace(self, old: Contribution | None, new: Contribution | None) -> None:
+        """Take a user's previous contribution out and their new one in."""
+        if old == new:
+            return
+        with self._lock:
+            for contribution, step in ((old, -1), (new, 1)):
+                if contribution is None:
+                    continue
+                for agg, value in zip(self._local, contribution, strict=True):
+                    if value is not None:
+                        agg.add(value, step)
+            self._changes += 1
+            users = max((agg.count for agg in self._local), default=0)
+            if self._changes >= max(1, int(users * self._refresh_share)):
+                self._refresh()
+
+    def stat(self, function: str, feature: str) -> float | None:
+        """Return ``mean``, ``std`` or ``pNN`` of ``feature`` (``None``: no population yet).
+
+        Read from summaries refreshed after each 1 % of the users changed (each
+        change while under 100), and whenever other processes' aggregates arrive.
+        """
+        i = self._index.get(feature)
+        if i is None:
+            return None
+        summary = self._summaries[i]
+        if function == "mean":
+            return summary.mean
+        if function == "std":
+            return summary.std
+        return summary.percentile(int(function[1:]))
+
+    def snapshot(self) -> dict[str, dict[str, float | None]]:
+        """Every statistic of every tracked feature, as of the last refresh (for metrics, Redis).
+
+        Percentiles listed are p50, p90 and p99.
+        """
+        out = {}
+        for name, summary in zip(self.features, self._summaries, strict=True):
+            out[name] = {"users": float(summary.count), "mean": summary.mean, "std": summary.std,
+                         **{f"p{p}": summary.percentile(p) for p in (50, 90, 99)}}
+        return out
+
+    def partial(self) -> dict[str, Any]:
+        """This process's own aggregates, JSON-able, for the other processes."""
+        with self._lock:
+            return {name: agg.to_json() for name, agg in zip(self.features, self._local, strict=True)}
+
+    def set_remote(self, partials: Sequence[Mapping[str, Any]]) -> None:
+        """Replace the other processes' aggregates with ``partials`` and refresh."""
+        remote = [FeatureAggregate() for _ in self.features]
+        for partial in partials:
+            for name, agg in zip(self.features, remote, strict=True):
+                if name in partial:
+                    agg.merge(FeatureAggregate.from_json(partial[name]))
+        with self._lock:
+            self._remote = remote
+            self._refresh()
+
+    def _refresh(self) -> None:
+        self._changes = 0
+        summaries = []
+        for local, remote in zip(self._local, self._remote, strict=True):
+            merged = FeatureAggregate()
+            merged.merge(local)
+            merged.merge(remote)
+            summaries.append(_Summary(merged))
+        self._summaries = summaries
+
+
+def _member_value(value: Any) -> float | None:
+    """The value a user adds to a feature's population: a non-zero finite number, or nothing."""
+    if value is None or value is True or value is False:
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    if number == 0.0 or not math.isfinite(number):
+        return None
+    return number
