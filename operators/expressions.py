@@ -113,7 +113,7 @@ class Expression:
 
 
 def parse(text: str, schema: Mapping[str, str], *, source: str = "expression",
-          line: int = 0) -> Expression:
+          line: int = 0, field: str = "") -> Expression:
     """Parse and type-check ``text`` against ``schema`` (name -> type).
 
     Raises:
@@ -121,7 +121,7 @@ def parse(text: str, schema: Mapping[str, str], *, source: str = "expression",
             names), an unknown function, or a type error, with its column.
 
     """
-    parser = _Parser(text, schema, source, line)
+    parser = _Parser(text, schema, source, line, field)
     root = parser.expression()
     parser.expect_end()
     if root.type != BOOL:
@@ -130,15 +130,16 @@ def parse(text: str, schema: Mapping[str, str], *, source: str = "expression",
 
 
 class _Parser:
-    def __init__(self, text: str, schema: Mapping[str, str], source: str, line: int) -> None:
-        self.text, self.schema, self.source, self.line = text, schema, source, line
+    def __init__(self, text: str, schema: Mapping[str, str], source: str, line: int,
+                 field: str) -> None:
+        self.text, self.schema, self.source, self.line, self.field = text, schema, source, line, field
         self.tokens = self._tokenize(text)
         self.pos = 0
         self.names: set[str] = set()
         self.statistics: list[tuple[str, str]] = []
 
     def fail(self, column: int, problem: str) -> None:
-        raise ExpressionError(self.source, self.line, column, problem)
+        raise ExpressionError(self.source, self.line, column, problem, self.field)
 
     def _tokenize(self, text: str) -> list[_Token]:
         tokens, at = [], 0

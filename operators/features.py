@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from segstream.operators.events import Event
+from segstream.operators.expressions import BOOL, NUMBER, STRING
 from segstream.operators.journey import DEFAULT_JOURNEY, JourneyConfig
 from segstream.operators.windows import (
     DAY_WINDOWS,
@@ -87,7 +88,9 @@ class FeatureConfig:
     required_attributes: tuple[str, ...] = ("email", "country")
     max_traits: int = 32
     cart: CartTrigger = field(default_factory=CartTrigger)
-    journey: JourneyConfig = field(default_factory=lambda: JourneyConfig.from_dict(DEFAULT_JOURNEY))
+    journey: JourneyConfig = field(
+        default_factory=lambda: JourneyConfig.from_dict(DEFAULT_JOURNEY, schema=expression_schema())
+    )
 
     def weight(self, fact: Fact) -> float:
         """Engagement weight of one event."""
@@ -169,7 +172,7 @@ def apply_fact(profile: Profile, fact: Fact, config: FeatureConfig) -> list[tupl
         _merge_traits(profile.traits, fact.traits, config.max_traits)
 
     _cart_step(profile, fact, config.cart)
-    return _journey_step(profile, role, config.journey)
+    return _journey_step(profile, role, ts, previous, config)
 
 
 def apply_late(profile: Profile, fact: Fact, config: FeatureConfig) -> None:
@@ -359,15 +362,108 @@ def _cart_step(profile: Profile, fact: Fact, cart: CartTrigger) -> None:
         profile.cart_deadline = ts + cart.no_purchase_for_s
 
 
-def _journey_step(profile: Profile, role: str | None, journey: JourneyConfig) -> list[tuple[str, str]]:
+def _journey_step(
+    profile: Profile, role: str | None, ts: float, previous: float | None, config: FeatureConfig
+) -> list[tuple[str, str]]:
+    """Move the journey for an event at ``ts`` (already applied); ``previous``: the last event before."""
+    journey = config.journey
     steps = []
     if profile.journey is None:
-        profile.journey = journey.initial
-        profile.journey_rule = "start"
+        enter_phase(profile, journey.initial, "start", ts)
         steps.append((journey.initial, "start"))
-    transition = journey.step(profile.journey, role, profile.headline())
+    elif previous is not None:
+        # An inactivity transition due before this event happened first, whether
+        # or not the watermark fired it: the timeline decides.
+        idle = journey.idle_deadline(profile.journey, profile.journey_since, previous)
+        if idle is not None and idle[0] < ts:
+            enter_phase(profile, idle[1].target, idle[1].name, idle[0])
+            steps.append((idle[1].target, idle[1].name))
+    transition = journey.on_event(
+        profile.journey, profile.journey_since, role, ts,
+        lambda: expression_values(profile, config, ts),
+    )
     if transition is not None:
-        profile.journey = transition.target
-        profile.journey_rule = transition.name
+        enter_phase(profile, transition.target, transition.name, ts)
         steps.append((transition.target, transition.name))
     return steps
+
+
+def enter_phase(profile: Profile, phase: str, rule: str, at: float) -> None:
+    """Put the user in journey ``phase`` at ``at``, by transition ``rule``."""
+    profile.journey = phase
+    profile.journey_rule = rule
+    profile.journey_since = at
+
+
+def fire_journey_timer(profile: Profile, config: FeatureConfig) -> tuple[float, str] | None:
+    """Take the inactivity transition that is due (the watermark passed its deadline)."""
+    if profile.journey is None or profile.last_seen is None:
+        return None
+    idle = config.journey.idle_deadline(profile.journey, profile.journey_since, profile.last_seen)
+    if idle is None:
+        return None
+    enter_phase(profile, idle[1].target, idle[1].name, idle[0])
+    return idle[0], idle[1].name
+
+
+MODEL_FIELDS = ("cluster", "churn_p", "churn_band")
+"""Profile fields the models decide, readable by expressions."""
+
+
+def expression_schema(
+    windows: WindowLayout | None = None, traits: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """Return the names expressions may read, with their types.
+
+    Every numeric feature of :func:`features`, the context strings, the journey
+    phase, the model outputs, ``cart_abandoned``, and ``traits.<name>`` for each
+    declared trait (``[traits]`` in the segments file).
+
+    >>> schema = expression_schema()
+    >>> schema["aov_90d"], schema["device"], schema["cart_abandoned"], schema["sessions_7d"]
+    ('number', 'string', 'bool', 'number')
+    """
+    layout = windows if windows is not None else WindowLayout.build(DEFAULT_HORIZONS)
+    schema = dict.fromkeys(_numeric_features(layout), NUMBER)
+    schema.update(dict.fromkeys(("device", "country", "channel", "journey", "cluster", "churn_band"),
+                                STRING))
+    schema["churn_p"] = NUMBER
+    schema["cart_abandoned"] = BOOL
+    for name, kind in (traits or {}).items():
+        schema[f"traits.{name}"] = kind
+    return schema
+
+
+def time_dependent_names(windows: WindowLayout) -> frozenset[str]:
+    """Names whose value changes as time passes, with no event (windows, recency, engagement)."""
+    roles, fm = _window_names(windows)
+    names = {name for horizon in roles for name, _slot in horizon}
+    names.update(name for pair in fm for name in pair)
+    names.update(("aov_90d", "since_last_purchase_s", "since_last_seen_s", "age_s", "engagement"))
+    return frozenset(names)
+
+
+def _numeric_features(layout: WindowLayout) -> list[str]:
+    roles, fm = _window_names(layout)
+    return [
+        "events_total", "late_total", "first_seen", "last_seen", "sessions_total",
+        "session_events", "session_length_s", "events_per_session", "bounce_rate",
+        "purchases_total", "revenue_total",
+        *(name for horizon in roles for name, _slot in horizon),
+        *(name for pair in fm for name in pair),
+        "aov_90d", "last_purchase", "since_last_purchase_s", "since_last_seen_s", "age_s",
+        "engagement", "completeness", "cart_abandoned_total",
+    ]
+
+
+def expression_values(profile: Profile, config: FeatureConfig, at: float | None = None
+                      ) -> dict[str, Any]:
+    """Return what expressions read of a profile at time ``at``: features, phase, models, traits."""
+    values = features(profile, config, at)
+    for name, value in values.pop("traits").items():
+        values[f"traits.{name}"] = value
+    values["journey"] = profile.journey
+    values["cluster"] = profile.cluster
+    values["churn_p"] = profile.churn_p
+    values["churn_band"] = profile.churn_band
+    return values

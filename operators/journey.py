@@ -1,49 +1,79 @@
 """The journey-phase state machine: data (the ``[journey]`` table) plus a small evaluator.
 
-Runs inside the per-user step, after the profile has taken the event. Input is
-the user's current phase, the event's role and the user's features; output is
-the :class:`Transition` to take, if any. Transitions are tried in file order and
-the first that matches wins; a user without a phase enters ``initial``.
+A user is in one phase at a time. Transitions are tried in file order and the
+first that matches wins; a user without a phase enters ``initial``. A
+transition leaves the phases in ``from`` (``"*"``: any phase but its target)
+and is triggered one of three ways:
 
-A transition matches when the user is in one of its ``from`` phases (``"*"``
-means any), the event plays one of its ``on`` roles, and every feature named
-in ``when_at_least`` has at least that value (after the event is applied).
+- ``on = [roles]``: by an event playing one of the roles (``"*"``: any event),
+  if its ``when`` condition, if any, holds on the user's features after the event;
+- ``when`` alone: by any event after which the condition holds; a condition
+  that reads a model output (``churn_p``, ``cluster``, ``churn_band``) or a
+  population statistic is instead checked at each feature snapshot, when
+  those change (``docs/segments.md``);
+- ``after = "14d"``: by an event-time timer, that long after the user's latest
+  event: it fires when the watermark passes it, or, if the user comes back
+  later than that, just before their next event (the timeline decides, not
+  arrival times).
 
->>> journey = JourneyConfig.from_dict(DEFAULT_JOURNEY)
->>> journey.step("awareness", "product_view", {}).target
+A user leaves a phase no sooner than its minimum dwell (``min_dwell``, per
+phase in ``[journey.dwell]``) after entering it; an event that would have
+moved them earlier does not, and is not remembered.
+
+>>> from segstream.operators.features import expression_schema
+>>> journey = JourneyConfig.from_dict(DEFAULT_JOURNEY, schema=expression_schema())
+>>> journey.on_event("awareness", 0.0, "product_view", 10.0, dict).target
 'consideration'
->>> journey.step("decision", "purchase", {"purchases_total": 1.0}) is None
+>>> journey.on_event("decision", 0.0, "purchase", 10.0, lambda: {"purchases_total": 1}) is None
 True
->>> journey.step("decision", "purchase", {"purchases_total": 2.0}).name
-'decision->retention'
+>>> journey.on_event("decision", 0.0, "purchase", 10.0, lambda: {"purchases_total": 2}).name
+'decision|win_back->retention'
+>>> deadline, transition = journey.idle_deadline("retention", 0.0, 100.0)
+>>> deadline - 100.0, transition.target
+(1209600.0, 'churn_risk')
 """
 
 from __future__ import annotations
 
 import difflib
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
+from segstream.operators.expressions import Expression, Stats, parse
 from segstream.operators.taxonomy import ROLES
-from segstream.state.profile import HEADLINE_FEATURES
+from segstream.operators.windows import parse_duration
 
 from segstream.errors import ConfigError
 
-ANY_PHASE = "*"
+ANY = "*"
+"""In ``from``: any phase but the target. In ``on``: any event."""
+
+MODEL_OUTPUTS = frozenset({"cluster", "churn_p", "churn_band"})
+"""Names decided by the models, which change at feature snapshots only."""
+
+FUNNEL = ["awareness", "consideration", "decision", "retention"]
 
 DEFAULT_JOURNEY: dict[str, Any] = {
-    "states": ["awareness", "consideration", "decision", "retention"],
+    "states": [*FUNNEL, "churn_risk", "win_back"],
     "initial": "awareness",
+    "dwell": {"win_back": "1h"},
     "transitions": [
         {"from": ["awareness"], "to": "consideration",
          "on": ["product_view", "search", "add_to_cart"]},
-        {"from": ["awareness", "consideration"], "to": "decision", "on": ["checkout", "purchase"]},
-        {"from": ["decision"], "to": "retention", "on": ["purchase"],
-         "when_at_least": {"purchases_total": 2}},
+        {"from": ["awareness", "consideration", "win_back"], "to": "decision",
+         "on": ["checkout", "purchase"]},
+        {"from": ["decision", "win_back"], "to": "retention", "on": ["purchase"],
+         "when": "purchases_total >= 2"},
+        {"from": ["*"], "to": "churn_risk", "when": "churn_p > 0.7", "name": "churn_model"},
+        {"from": ["*"], "to": "churn_risk", "after": "14d", "name": "inactive_14d"},
+        {"from": ["churn_risk"], "to": "win_back", "on": ["*"], "name": "returned"},
     ],
 }
 """The built-in journey, the same as ``[journey]`` in the embedded segments file."""
+
+EVENT, CONDITION, SNAPSHOT, IDLE = "event", "condition", "snapshot", "idle"
+"""How a transition is triggered (:attr:`Transition.trigger`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,30 +81,37 @@ class Transition:
     """One edge of the journey state machine.
 
     Attributes:
-        sources: phases it leaves (``("*",)`` for any).
+        sources: phases it leaves (``("*",)``: any but the target).
         target: phase it enters.
-        on: roles that trigger it.
-        when_at_least: ``(feature, minimum)`` guards, all of which must hold.
+        name: carried on the changes it causes (default ``from->to``).
+        on: roles that trigger it (``"*"`` in it: any event); ``None``: no event role.
+        when: condition on the user's features, model outputs and statistics.
+        after_s: inactivity that triggers it, seconds (an event-time timer).
 
     """
 
     sources: tuple[str, ...]
     target: str
-    on: frozenset[str]
-    when_at_least: tuple[tuple[str, float], ...] = ()
+    name: str
+    on: frozenset[str] | None = None
+    when: Expression | None = None
+    after_s: float | None = None
 
     @property
-    def name(self) -> str:
-        """Readable id carried on changes, e.g. ``consideration->decision``."""
-        return f"{'|'.join(self.sources)}->{self.target}"
+    def trigger(self) -> str:
+        """``event``, ``condition`` (checked after events), ``snapshot`` or ``idle``."""
+        if self.after_s is not None:
+            return IDLE
+        if self.on is not None:
+            return EVENT
+        assert self.when is not None
+        if self.when.statistics or self.when.names & MODEL_OUTPUTS:
+            return SNAPSHOT
+        return CONDITION
 
-    def matches(self, phase: str, role: str | None, features: Mapping[str, float]) -> bool:
-        """Return whether this transition fires for ``phase`` on ``role``."""
-        if role not in self.on:
-            return False
-        if phase not in self.sources and ANY_PHASE not in self.sources:
-            return False
-        return all(features.get(name, 0.0) >= minimum for name, minimum in self.when_at_least)
+    def leaves(self, phase: str) -> bool:
+        """Return whether this transition can take a user out of ``phase``."""
+        return phase != self.target and (phase in self.sources or ANY in self.sources)
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,35 +122,99 @@ class JourneyConfig:
         states: every phase, in funnel order.
         initial: the phase a new user enters on their first event.
         transitions: edges, tried in order.
+        dwell: minimum seconds in a phase before leaving it (phases not listed: 0).
 
     """
 
     states: tuple[str, ...]
     initial: str
     transitions: tuple[Transition, ...]
+    dwell: Mapping[str, float] = field(default_factory=dict)
 
-    def step(
-        self, phase: str, role: str | None, features: Mapping[str, float]
+    def can_leave(self, phase: str, since: float | None, at: float) -> bool:
+        """Return whether a user who entered ``phase`` at ``since`` may leave it at ``at``."""
+        return since is None or at >= since + self.dwell.get(phase, 0.0)
+
+    def on_event(
+        self, phase: str, since: float | None, role: str | None, at: float,
+        values: Callable[[], Mapping[str, Any]],
     ) -> Transition | None:
-        """Return the first transition from ``phase`` that the event triggers, if any."""
+        """Return the transition an event at ``at`` takes (``values``: features after it, lazily)."""
+        if not self.can_leave(phase, since, at):
+            return None
+        found: Mapping[str, Any] | None = None
         for transition in self.transitions:
-            if transition.target != phase and transition.matches(phase, role, features):
+            trigger = transition.trigger
+            if trigger in (IDLE, SNAPSHOT) or not transition.leaves(phase):
+                continue
+            on = transition.on
+            if on is not None and role not in on and ANY not in on:
+                continue
+            if transition.when is not None:
+                if found is None:
+                    found = values()
+                if not transition.when.evaluate(found):
+                    continue
+            return transition
+        return None
+
+    def at_snapshot(
+        self, phase: str, since: float | None, at: float, values: Mapping[str, Any],
+        stats: Stats | None,
+    ) -> Transition | None:
+        """Return the snapshot-checked transition (models, statistics) taken at ``at``, if any."""
+        if not self.can_leave(phase, since, at):
+            return None
+        for transition in self.transitions:
+            if (transition.trigger == SNAPSHOT and transition.leaves(phase)
+                    and transition.when is not None and transition.when.evaluate(values, stats)):
                 return transition
         return None
 
+    def idle_deadline(
+        self, phase: str, since: float | None, last_seen: float
+    ) -> tuple[float, Transition] | None:
+        """Return when inactivity moves a user on, and how (``None``: it never does)."""
+        best: tuple[float, Transition] | None = None
+        earliest = since + self.dwell.get(phase, 0.0) if since is not None else last_seen
+        for transition in self.transitions:
+            if transition.after_s is None or not transition.leaves(phase):
+                continue
+            deadline = max(last_seen + transition.after_s, earliest)
+            if best is None or deadline < best[0]:
+                best = (deadline, transition)
+        return best
+
+    @property
+    def reads_models(self) -> bool:
+        """Whether some transition waits for snapshots (model outputs or statistics)."""
+        return any(t.trigger == SNAPSHOT for t in self.transitions)
+
+    @property
+    def statistics(self) -> list[tuple[str, str]]:
+        """Population statistics the conditions read."""
+        return [s for t in self.transitions if t.when is not None for s in t.when.statistics]
+
     @classmethod
-    def from_dict(cls, table: Mapping[str, Any], *, source: str = "journey") -> JourneyConfig:
+    def from_dict(
+        cls, table: Mapping[str, Any], *, schema: Mapping[str, str], source: str = "journey",
+        line_of: Callable[[tuple[Any, ...]], int] = lambda _path: 0,
+    ) -> JourneyConfig:
         """Build and check a journey from a ``[journey]`` TOML table.
+
+        ``schema`` is what conditions may read (``features.expression_schema``);
+        ``line_of`` finds the file line of a key path, for error messages.
 
         Raises:
             ConfigError: naming the offending field, e.g. ``journey.transitions[2].on``.
+            ExpressionError: a condition does not parse, with file, line and column.
 
         """
-        known = {"states", "initial", "transitions"}
+        known = {"states", "initial", "transitions", "min_dwell", "dwell"}
         for key in table:
             if key not in known:
-                raise ConfigError(f"journey.{key}", source, "unknown key" + _suggest(key, known))
-        states = _str_list(table.get("states"), "journey.states", source)
+                raise ConfigError(f"journey.{key}", source, "unknown key" + suggest(key, known))
+        states = str_list(table.get("states"), "journey.states", source)
         if len(set(states)) != len(states):
             raise ConfigError("journey.states", source, "states must be unique")
         initial = table.get("initial")
@@ -121,22 +222,25 @@ class JourneyConfig:
             raise ConfigError(
                 "journey.initial", source, f"{initial!r} is not one of the states {states}"
             )
+        dwell = _dwell(table, states, source)
         raw_transitions = table.get("transitions", [])
         if not isinstance(raw_transitions, list):
             raise ConfigError("journey.transitions", source, "expected an array of tables")
         transitions = tuple(
-            _transition(raw, f"journey.transitions[{i}]", source, states)
+            _transition(raw, i, source, states, schema, line_of)
             for i, raw in enumerate(raw_transitions)
         )
-        return cls(states=tuple(states), initial=str(initial), transitions=transitions)
+        return cls(states=tuple(states), initial=str(initial), transitions=transitions, dwell=dwell)
 
 
-def _suggest(name: str, candidates: Sequence[str] | set[str]) -> str:
+def suggest(name: str, candidates: Sequence[str] | set[str] | frozenset[str]) -> str:
+    """Return ``"; did you mean 'x'?"`` for the closest candidate, or ``""``."""
     close = difflib.get_close_matches(name, list(candidates), n=1, cutoff=0.6)
     return f"; did you mean {close[0]!r}?" if close else ""
 
 
-def _str_list(raw: Any, field: str, source: str) -> list[str]:
+def str_list(raw: Any, field: str, source: str) -> list[str]:
+    """Return a non-empty list of names (a lone string is a list of one)."""
     if isinstance(raw, str):
         raw = [raw]
     if not isinstance(raw, list) or not raw or not all(isinstance(x, str) and x for x in raw):
@@ -144,43 +248,87 @@ def _str_list(raw: Any, field: str, source: str) -> list[str]:
     return list(raw)
 
 
-def _transition(raw: Any, field: str, source: str, states: list[str]) -> Transition:
+def duration(raw: Any, field: str, source: str) -> float:
+    """Return seconds from ``"10m"``-style text."""
+    if not isinstance(raw, str):
+        raise ConfigError(field, source, f"expected a duration like \"30m\" or \"14d\", got {raw!r}")
+    try:
+        return float(parse_duration(raw))
+    except ValueError as exc:
+        raise ConfigError(field, source, str(exc)) from exc
+
+
+def _dwell(table: Mapping[str, Any], states: list[str], source: str) -> dict[str, float]:
+    default = duration(table["min_dwell"], "journey.min_dwell", source) if "min_dwell" in table else 0.0
+    dwell = dict.fromkeys(states, default)
+    per_phase = table.get("dwell", {})
+    if not isinstance(per_phase, dict):
+        raise ConfigError("journey.dwell", source, "expected a table phase = \"duration\"")
+    for phase, raw in per_phase.items():
+        if phase not in states:
+            raise ConfigError(f"journey.dwell.{phase}", source,
+                              "unknown phase" + suggest(phase, states))
+        dwell[phase] = duration(raw, f"journey.dwell.{phase}", source)
+    return {phase: seconds for phase, seconds in dwell.items() if seconds}
+
+
+def _transition(
+    raw: Any, index: int, source: str, states: list[str], schema: Mapping[str, str],
+    line_of: Callable[[tuple[Any, ...]], int],
+) -> Transition:
+    field = f"journey.transitions[{index}]"
     if not isinstance(raw, dict):
-        raise ConfigError(field, source, "expected a table with from, to, on")
-    allowed = {"from", "to", "on", "when_at_least"}
+        raise ConfigError(field, source, "expected a table with from, to and on, when or after")
+    allowed = {"from", "to", "on", "when", "after", "name"}
     for key in raw:
+        if key == "when_at_least":
+            raise ConfigError(f"{field}.when_at_least", source,
+                              "replaced by a condition: when = \"purchases_total >= 2\"")
         if key not in allowed:
-            raise ConfigError(f"{field}.{key}", source, "unknown key" + _suggest(key, allowed))
-    sources = _str_list(raw.get("from", [ANY_PHASE]), f"{field}.from", source)
+            raise ConfigError(f"{field}.{key}", source, "unknown key" + suggest(key, allowed))
+    sources = str_list(raw.get("from", [ANY]), f"{field}.from", source)
     for phase in sources:
-        if phase != ANY_PHASE and phase not in states:
+        if phase != ANY and phase not in states:
             raise ConfigError(
-                f"{field}.from", source, f"unknown phase {phase!r}" + _suggest(phase, states)
+                f"{field}.from", source, f"unknown phase {phase!r}" + suggest(phase, states)
             )
     target = raw.get("to")
     if target not in states:
         raise ConfigError(
-            f"{field}.to", source, f"unknown phase {target!r}" + _suggest(str(target), states)
+            f"{field}.to", source, f"unknown phase {target!r}" + suggest(str(target), states)
         )
-    roles = _str_list(raw.get("on"), f"{field}.on", source)
-    for role in roles:
-        if role not in ROLES:
-            raise ConfigError(
-                f"{field}.on", source, f"unknown role {role!r}" + _suggest(role, ROLES)
-            )
-    guards_raw = raw.get("when_at_least", {})
-    if not isinstance(guards_raw, dict):
-        raise ConfigError(f"{field}.when_at_least", source, "expected a table feature = minimum")
-    guards = []
-    for feature, minimum in guards_raw.items():
-        if feature not in HEADLINE_FEATURES:
-            raise ConfigError(
-                f"{field}.when_at_least.{feature}", source,
-                "unknown feature" + _suggest(feature, HEADLINE_FEATURES),
-            )
-        if isinstance(minimum, bool) or not isinstance(minimum, int | float):
-            raise ConfigError(
-                f"{field}.when_at_least.{feature}", source, f"expected a number, got {minimum!r}"
-            )
-        guards.append((feature, float(minimum)))
-    return Transition(tuple(sources), str(target), frozenset(roles), tuple(guards))
+    on = None
+    if "on" in raw:
+        roles = str_list(raw["on"], f"{field}.on", source)
+        for role in roles:
+            if role != ANY and role not in ROLES:
+                raise ConfigError(
+                    f"{field}.on", source, f"unknown role {role!r}" + suggest(role, ROLES)
+                )
+        on = frozenset(roles)
+    when = None
+    if "when" in raw:
+        text = raw["when"]
+        if not isinstance(text, str):
+            raise ConfigError(f"{field}.when", source, f"expected a condition, got {text!r}")
+        when = parse(text, schema, source=source, field=f"{field}.when",
+                     line=line_of(("journey", "transitions", index, "when")))
+    after = duration(raw["after"], f"{field}.after", source) if "after" in raw else None
+    triggers = [name for name, given in (("on", on), ("after", after)) if given is not None]
+    if len(triggers) > 1:
+        raise ConfigError(field, source, "give one trigger: on (events) or after (inactivity)")
+    if after is not None and when is not None:
+        raise ConfigError(f"{field}.when", source,
+                          "an 'after' transition takes no condition: inactivity is its trigger")
+    if not triggers and when is None:
+        raise ConfigError(field, source, "needs a trigger: on = [roles], when = \"...\" or after")
+    if on is not None and when is not None and (when.statistics or when.names & MODEL_OUTPUTS):
+        raise ConfigError(
+            f"{field}.when", source,
+            "reads a model output or a population statistic, which change at feature "
+            "snapshots: drop 'on' to check it at each snapshot",
+        )
+    name = raw.get("name", f"{'|'.join(sources)}->{target}")
+    if not isinstance(name, str) or not name:
+        raise ConfigError(f"{field}.name", source, f"expected a non-empty name, got {name!r}")
+    return Transition(tuple(sources), str(target), name, on, when, after)

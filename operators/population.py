@@ -217,7 +217,7 @@ class Population:
         return out
 
     def partial(self) -> dict[str, Any]:
-        """This process's own aggregates, JSON-able, for the other processes."""
+        """Return this process's own aggregates, JSON-able, for the other processes."""
         with self._lock:
             return {name: agg.to_json() for name, agg in zip(self.features, self._local, strict=True)}
 
@@ -244,7 +244,7 @@ class Population:
 
 
 def _member_value(value: Any) -> float | None:
-    """The value a user adds to a feature's population: a non-zero finite number, or nothing."""
+    """Return what a user adds to a feature's population: a non-zero finite number, or nothing."""
     if value is None or value is True or value is False:
         return None
     try:

@@ -27,11 +27,12 @@ the length of a batch: that is what keeps a million idle users small.
 >>> logic = UserLogic(UserConfig())
 >>> raw = b'{"event":"Product Viewed","userId":"u1","timestamp":"2024-05-01T10:00:00Z"}'
 >>> [update] = logic.on_items([Stamped(EventParser().parse(raw), float("-inf"), "clicks:0")])
->>> for c in update.changes:
+>>> for c in update.changes:  # versions: 2 journey slots, then one per rule in file order
 ...     print(c.segment, c.previous, c.version - update.changes[0].version)
 journey:awareness None 0
 journey:consideration journey:awareness 1
-needs_enrichment None 2
+new_user None 7
+needs_enrichment None 8
 >>> update.profile["events_total"], update.profile["journey"]
 ('1', 'consideration')
 """
@@ -46,14 +47,17 @@ from typing import Any
 import orjson
 from segstream.operators.event_time import Stamped, Tick
 from segstream.operators.events import Change, iso_utc
+from segstream.operators.expressions import Stats
 from segstream.operators.features import (
     FeatureConfig,
     apply_fact,
     apply_late,
+    enter_phase,
+    expression_values,
     fact_of,
     features,
     fire_cart_timer,
-    rule_segments,
+    fire_journey_timer,
     starts_session,
 )
 from segstream.operators.models import (
@@ -66,7 +70,9 @@ from segstream.operators.models import (
     churn_vector,
     cluster_vector,
 )
+from segstream.operators.population import Population
 from segstream.operators.rfm import RfmInputs
+from segstream.operators.segments import RuleSet, default_segments
 from segstream.state.profile import NO_WATERMARK, Fact, Profile, UserState
 
 JOURNEY = "journey"
@@ -79,6 +85,8 @@ CART_TIMER = "cart_abandoner"
 EVICT_TIMER = "evict"
 SESSION_END_TIMER = "session_end"
 CHURN_LABEL_TIMER = "churn_label"
+JOURNEY_TIMER = "journey"
+RULES_TIMER = "rules"
 VERSIONS_PER_SECOND = 1_000_000
 """A new user's first version is its creation time in microseconds (see ``_new_state``)."""
 
@@ -103,6 +111,9 @@ class UserConfig:
         models: when feature snapshots are taken and how churn is labelled and banded.
         hub: the models snapshots are predicted with (``None``: no predictions;
             snapshots and labels are still emitted for a learner).
+        rules: the rule segments.
+        population: the process's population statistics (``None``: rules that
+            read a statistic never hold).
 
     """
 
@@ -111,6 +122,8 @@ class UserConfig:
     max_pending_events: int = 64
     models: ModelConfig = field(default_factory=ModelConfig)
     hub: ModelHub | None = field(default=None, compare=False)
+    rules: RuleSet = field(default_factory=lambda: default_segments().rules)
+    population: Population | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,6 +170,8 @@ class UserLogic:
             view = _view(state, config)
             self.timer = _next_timer(state, config, view)
             self._timer_changed = True
+            if config.population is not None and state.contributed is not None:
+                config.population.replace(None, tuple(state.contributed))
             if view.last_purchase is not None:
                 self.rfm = rfm_inputs(features(view, config.features))
 
@@ -229,7 +244,8 @@ def _next_timer(state: UserState, config: UserConfig, view: Profile | None = Non
     """
     if view is None:
         view = _view(state, config)
-    candidates = [due for due in (_due(state.settled, config), _due(view, config)) if due]
+    candidates = [due for due in (_due(state.settled, config), _due(view, config),
+                                  _rules_due(state, config)) if due]
     if state.pending:
         candidates.append((state.pending[-1].ts, "settle"))
     return (min(candidates)[0], state.clock) if candidates else None
@@ -267,7 +283,18 @@ def _due(profile: Profile, config: UserConfig) -> tuple[float, str] | None:
     end = _session_end(profile, config)
     if end is not None and end < due[0]:
         due = (end, SESSION_END_TIMER)
+    if profile.journey is not None and profile.last_seen is not None:
+        idle = config.features.journey.idle_deadline(profile.journey, profile.journey_since,
+                                                      profile.last_seen)
+        if idle is not None and idle[0] < due[0]:
+            due = (idle[0], JOURNEY_TIMER)
     return due
+
+
+def _rules_due(state: UserState, config: UserConfig) -> tuple[float, str] | None:
+    """Return when the user's rule segments must be re-checked without an event, if ever."""
+    at = config.rules.recheck_at(state.published_segments, state.checked_at)
+    return None if at is None else (at, RULES_TIMER)
 
 
 def _session_end(profile: Profile, config: UserConfig) -> float | None:
@@ -347,6 +374,9 @@ class _Run:
             if state is None:
                 return
             due = _due(state.settled, self.config)
+            rules_due = _rules_due(state, self.config)
+            if rules_due is not None and (due is None or rules_due < due):
+                due = rules_due
             pending = state.pending
             if pending and pending[0].ts < watermark and (due is None or pending[0].ts <= due[0]):
                 self._settle_one()
@@ -392,6 +422,13 @@ class _Run:
             self._end_session(deadline)
         elif timer == CHURN_LABEL_TIMER:
             self._label(churned=True)
+        elif timer == JOURNEY_TIMER:
+            fire_journey_timer(state.settled, self.config.features)
+            self._rebuild_view()
+            self._publish(f"timer:{timer}", deadline)
+        elif timer == RULES_TIMER:
+            self._rebuild_view()
+            self._publish(f"timer:{timer}", deadline)
         else:
             self._evict(deadline)
 
@@ -417,10 +454,10 @@ class _Run:
         self.learn.append(LearnItem(cluster_x=cluster_x, event_time=at))
         self.touched = True
         settled.model_version = prediction.model_version
-        # Every snapshot takes two versions, one per model kind, used or not: the
-        # models' decisions depend on what they learned from other users (and, on
-        # a replay after a crash, on timing), so they must not shift the versions
-        # of the journey and rule changes that follow.
+        # Every snapshot takes a fixed block of versions, used or not (see
+        # _publish): the models' decisions depend on what they learned from other
+        # users (and, on a replay after a crash, on timing), so they must not
+        # shift the versions of the changes that follow.
         base = state.version
         cluster = UNASSIGNED if prediction.cluster is None else str(prediction.cluster)
         if cluster != settled.cluster:
@@ -444,8 +481,17 @@ class _Run:
         state.version = base + 2
         if session_end:
             settled.label_at, settled.label_p = at, p
+        journey = self.config.features.journey
+        if journey.reads_models and settled.journey is not None:
+            transition = journey.at_snapshot(
+                settled.journey, settled.journey_since, at,
+                expression_values(settled, self.config.features, at), self._stats())
+            if transition is not None:
+                enter_phase(settled, transition.target, transition.name, at)
         if state.pending:
             self._rebuild_view()  # the view carries the new model outputs too
+        # The journey and the rules may read what the models just decided.
+        self._publish(cause, at, journey_slots=1)
 
     def _label(self, *, churned: bool) -> None:
         """Learn the pending session-end snapshot as churned or not."""
@@ -464,18 +510,30 @@ class _Run:
         state = self.state
         assert state is not None
         cause = f"timer:{EVICT_TIMER}"
+        settled = state.settled
+        # A fixed block of versions, as in _publish: journey, cluster, churn, then one per rule.
+        base = state.version
         if state.published_journey is not None:
             self._change(JOURNEY, journey_segment(state.published_journey), EXIT, None,
-                         deadline, cause, EVICT_TIMER)
-        for segment in state.published_segments:
-            self._change(RULE, segment, EXIT, None, deadline, cause, EVICT_TIMER)
-        settled = state.settled
+                         deadline, cause, EVICT_TIMER, version=base + 1)
         if settled.cluster is not None:
             self._change(CLUSTER, f"{CLUSTER}:{settled.cluster}", EXIT, None, deadline, cause,
-                         EVICT_TIMER)
+                         EVICT_TIMER, version=base + 2)
         if settled.churn_band is not None:
             self._change(CHURN, f"{CHURN}:{settled.churn_band}", EXIT, None, deadline, cause,
-                         EVICT_TIMER)
+                         EVICT_TIMER, version=base + 3)
+        slots = self.config.rules.names
+        for slot, name in enumerate(slots):
+            if name in state.published_segments:
+                self._change(RULE, name, EXIT, None, deadline, cause, EVICT_TIMER,
+                             version=base + 4 + slot)
+        state.version = base + 3 + len(slots)
+        for name in sorted(set(state.published_segments) - set(slots)):  # rules since removed
+            self._change(RULE, name, EXIT, None, deadline, cause, EVICT_TIMER)
+        population = self.config.population
+        if population is not None:
+            population.replace(_tuple(state.contributed), None)
+            state.contributed = None
         self.updates.append(UserUpdate(
             state.user_id, state.version, self._current().events_total, {},
             tuple(self.changes), evicted=True,
@@ -522,45 +580,75 @@ class _Run:
     def _publish(
         self, cause: str, event_time: float,
         steps: list[tuple[str, str]] | None = None, before: str | None = None,
+        *, journey_slots: int = 2,
     ) -> None:
-        """Publish the difference between the published membership and the view."""
+        """Publish the difference between the published membership and the view.
+
+        Versions come in a fixed block per call, used or not: ``journey_slots``
+        for journey changes (an event takes at most two steps: the initial phase
+        or an inactivity transition, then its own), then one per rule, in file
+        order. A decision that depends on other users (a population statistic,
+        a model output) may differ on a replay after a crash; with fixed slots
+        it never shifts the versions of the changes that follow, so consumers
+        can keep deduplicating on ``(user_id, version)``.
+        """
         state = self.state
         assert state is not None
+        self.touched = True
         if self.view is None and state.pending:
             self._rebuild_view()
         view = self._current()
+        base = state.version
         if steps and before == state.published_journey:
             previous = before
-            for phase, rule in steps:
+            first_slot = journey_slots - len(steps)
+            for slot, (phase, rule) in enumerate(steps, start=first_slot + 1):
                 self._change(JOURNEY, journey_segment(phase), ENTER,
                              None if previous is None else journey_segment(previous),
-                             event_time, cause, rule)
+                             event_time, cause, rule, version=base + slot)
                 previous = phase
             state.published_journey = view.journey
         elif view.journey != state.published_journey and view.journey is not None:
             previous = state.published_journey
             self._change(JOURNEY, journey_segment(view.journey), ENTER,
                          None if previous is None else journey_segment(previous),
-                         event_time, cause, view.journey_rule)
+                         event_time, cause, view.journey_rule, version=base + journey_slots)
             state.published_journey = view.journey
-        segments = rule_segments(view, self.config.features)
-        if segments != state.published_segments:
-            old = set(state.published_segments)
-            new = set(segments)
-            for segment in sorted(new - old):
-                self._change(RULE, segment, ENTER, None, event_time, cause, segment)
-            for segment in sorted(old - new):
-                self._change(RULE, segment, EXIT, None, event_time, cause, segment)
-            state.published_segments = segments
+        base += journey_slots
+        rules = self.config.rules
+        if rules.rules:
+            at = event_time if view.last_seen is None else max(event_time, view.last_seen)
+            values = expression_values(view, self.config.features, at)
+            members = state.published_segments
+            for slot, name, entered in rules.decide(members, values, self._stats(), at):
+                self._change(RULE, name, ENTER if entered else EXIT, None, event_time, cause, name,
+                             version=base + 1 + slot)
+                if entered:
+                    members[name] = at
+                else:
+                    del members[name]
+            state.checked_at = at
+        state.version = base + len(rules.rules)
+        known = rules.names
+        for name in sorted(set(state.published_segments) - set(known)):
+            # A rule removed from the segments file since the user entered it.
+            self._change(RULE, name, EXIT, None, event_time, cause, "removed")
+            del state.published_segments[name]
+
+    def _stats(self) -> Stats | None:
+        population = self.config.population
+        return None if population is None else population.stat
 
     def _change(
         self, kind: str, segment: str, change: str, previous: str | None,
         event_time: float, cause: str, rule: str | None, *,
         scores: dict[str, float] | None = None, model_version: int | None = None,
+        version: int | None = None,
     ) -> None:
+        """Record a change at ``version`` (default: the next one)."""
         state = self.state
         assert state is not None
-        state.version += 1
+        state.version = state.version + 1 if version is None else version
         self.changes.append(Change(
             user_id=state.user_id, kind=kind, segment=segment, change=change,
             previous=previous, event_time=event_time, version=state.version,
@@ -579,12 +667,24 @@ class _Run:
         view = self._current()
         values = features(view, self.config.features)
         self.published = values
+        population = self.config.population
+        if population is not None:
+            found = population.contribution(values)
+            contribution = None if found is None else list(found)
+            if contribution != state.contributed:
+                population.replace(_tuple(state.contributed), found)
+                state.contributed = contribution
+                self.touched = True
         self.updates.append(UserUpdate(
             state.user_id, state.version, view.events_total,
             profile_fields(values, state, view), tuple(self.changes), learn=tuple(self.learn),
         ))
         self.changes = []
         self.learn = []
+
+
+def _tuple(values: list[float | None] | None) -> tuple[float | None, ...] | None:
+    return None if values is None else tuple(values)
 
 
 def _order(fact: Fact) -> tuple[float, str]:
@@ -626,7 +726,7 @@ def profile_fields(values: dict[str, Any], state: UserState,
     models = state.settled if view is None else view
     out = {
         "journey": state.published_journey or "",
-        "segments": orjson.dumps(state.published_segments).decode(),
+        "segments": orjson.dumps(sorted(state.published_segments)).decode(),
         "version": str(state.version),
         "rfm": "",
         "cluster": models.cluster or "",
@@ -641,6 +741,8 @@ def profile_fields(values: dict[str, Any], state: UserState,
             out[name] = iso_utc(value)
         elif value.__class__ is float:
             out[name] = repr(value)
+        elif value.__class__ is bool:
+            out[name] = "true" if value else "false"
         elif name == "traits":
             out[name] = orjson.dumps(value).decode()
         else:

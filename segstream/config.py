@@ -38,10 +38,10 @@ from pathlib import Path
 from typing import Any
 
 from segstream.errors import ConfigError
-from segstream.operators.features import CartTrigger
-from segstream.operators.journey import JourneyConfig
+from segstream.operators.features import DEFAULT_HORIZONS
+from segstream.operators.segments import DEFAULT_SEGMENTS_FILE, SegmentsConfig, load_segments_text
 from segstream.operators.taxonomy import DEFAULT_TAXONOMY, ROLES, Taxonomy
-from segstream.operators.windows import WindowLayout, parse_duration
+from segstream.operators.windows import WindowLayout
 
 ENV_PREFIX = "SEGSTREAM_"
 LATE_POLICIES = ("apply", "dead_letter")
@@ -468,87 +468,30 @@ def describe() -> list[tuple[str, str, str, str]]:
     return rows
 
 
-DEFAULT_SEGMENTS_FILE = Path(__file__).parent / "defaults" / "segments.toml"
 
 
-@dataclass(frozen=True, slots=True)
-class SegmentsConfig:
-    """The segments file, checked: the journey state machine and the triggers.
-
-    Attributes:
-        journey: the journey-phase state machine.
-        source: the file it came from.
-        cart_abandoner: the cart-abandonment trigger (``[triggers.cart_abandoner]``).
-
-    """
-
-    journey: JourneyConfig
-    source: str
-    cart_abandoner: CartTrigger = CartTrigger()
-
-
-def load_segments(path: str | os.PathLike[str] | None = None) -> SegmentsConfig:
+def load_segments(
+    path: str | os.PathLike[str] | None = None, *, horizons: tuple[str, ...] = DEFAULT_HORIZONS
+) -> SegmentsConfig:
     """Read and check a segments file; ``None`` or ``""`` means the embedded default.
+
+    ``horizons`` are the worker's ``window_horizons``: they name the window
+    features conditions may read (``product_view_7d``).
 
     >>> load_segments().journey.initial
     'awareness'
 
     Raises:
         ConfigError: naming the file and the field at fault.
+        ExpressionError: a condition does not parse, with file, line and column.
 
     """
     file = Path(path) if path else DEFAULT_SEGMENTS_FILE
     source = str(file)
     try:
-        document = tomllib.loads(file.read_text(encoding="utf-8"))
+        text = file.read_text(encoding="utf-8")
     except FileNotFoundError as exc:
         raise ConfigError("segments_file", source, "file not found") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError("segments_file", source, f"not valid TOML: {exc}") from exc
-    sections = ["journey", "triggers"]
-    for key in document:
-        if key not in sections:
-            raise ConfigError(key, source, "unknown section" + _suggest(key, sections))
-    if "journey" not in document:
-        raise ConfigError("journey", source, "the segments file needs a [journey] table")
-    triggers = document.get("triggers", {})
-    if not isinstance(triggers, dict):
-        raise ConfigError("triggers", source, "expected a table of triggers")
-    for key in triggers:
-        if key != "cart_abandoner":
-            raise ConfigError(f"triggers.{key}", source,
-                              "unknown trigger" + _suggest(key, ["cart_abandoner"]))
-    return SegmentsConfig(
-        journey=JourneyConfig.from_dict(document["journey"], source=source),
-        source=source,
-        cart_abandoner=_cart_trigger(triggers.get("cart_abandoner", {}), source),
-    )
-
-
-def _cart_trigger(table: Any, source: str) -> CartTrigger:
-    """Read ``[triggers.cart_abandoner]``: ``views``, ``views_within``, ``no_purchase_for``."""
-    prefix = "triggers.cart_abandoner"
-    if not isinstance(table, dict):
-        raise ConfigError(prefix, source, "expected a table")
-    known = ["views", "views_within", "no_purchase_for"]
-    for key in table:
-        if key not in known:
-            raise ConfigError(f"{prefix}.{key}", source, "unknown key" + _suggest(key, known))
-    default = CartTrigger()
-    views = table.get("views", default.views)
-    if isinstance(views, bool) or not isinstance(views, int) or views < 1:
-        raise ConfigError(f"{prefix}.views", source, f"expected an integer >= 1, got {views!r}")
-    durations = {}
-    for key in ("views_within", "no_purchase_for"):
-        raw = table.get(key)
-        if raw is None:
-            continue
-        try:
-            durations[key] = float(parse_duration(raw if isinstance(raw, str) else repr(raw)))
-        except ValueError as exc:
-            raise ConfigError(f"{prefix}.{key}", source, str(exc)) from exc
-    return CartTrigger(
-        views=views,
-        views_within_s=durations.get("views_within", default.views_within_s),
-        no_purchase_for_s=durations.get("no_purchase_for", default.no_purchase_for_s),
-    )
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError("segments_file", source, f"cannot read it: {exc}") from exc
+    return load_segments_text(text, source, horizons=horizons)

@@ -39,15 +39,19 @@ class ExpressionError(SegstreamError):
         line: line of the expression in that file (1-based; 0 if unknown).
         column: column of the problem within the expression (1-based).
         problem: what is wrong and, where possible, what would be right.
+        field: the setting that holds the expression (``rules.loyal.when``), if any.
 
     """
 
-    def __init__(self, source: str, line: int, column: int, problem: str) -> None:
+    def __init__(self, source: str, line: int, column: int, problem: str, field: str = "") -> None:
         self.source = source
         self.line = line
         self.column = column
         self.problem = problem
+        self.field = field
         where = f"{source}:{line}" if line else source
+        if field:
+            where += f": {field}"
         super().__init__(f"{where}: column {column}: {problem}")
 
 

@@ -32,7 +32,7 @@ import orjson
 
 from segstream.errors import StateError
 
-STATE_FORMAT = 3
+STATE_FORMAT = 4
 """Bumped whenever the byte layout changes; older snapshots are refused with advice."""
 
 NO_WATERMARK = float("-inf")
@@ -111,6 +111,8 @@ class Profile:
     journey: str | None = None
     journey_rule: str | None = None
     """The transition that led to ``journey`` (``start`` for the initial phase)."""
+    journey_since: float | None = None
+    """Event time the user entered ``journey`` (for the minimum dwell and inactivity timers)."""
     since_snapshot: int = 0
     """Settled events since the user's last feature snapshot."""
     snapshot_session: int = 0
@@ -154,7 +156,9 @@ class UserState:
         version: the user's last version: of their last published change, or
             reserved by a feature snapshot for a model decision.
         published_journey: journey phase last published.
-        published_segments: rule segments last published, sorted.
+        published_segments: rule segments last published, with the time each was entered.
+        checked_at: event time the rules were last evaluated (re-checks count from it).
+        contributed: the user's values in the population statistics (``None``: none).
         watermark: the largest watermark this user has seen.
         clock: the input partition (``topic:partition``) of the user's latest event.
         pending: on-time events at or above ``watermark``, in timeline order.
@@ -165,7 +169,9 @@ class UserState:
     user_id: str
     version: int = 0
     published_journey: str | None = None
-    published_segments: list[str] = field(default_factory=list)
+    published_segments: dict[str, float] = field(default_factory=dict)
+    checked_at: float | None = None
+    contributed: list[float | None] | None = None
     watermark: float = NO_WATERMARK
     clock: str = ""
     pending: list[Fact] = field(default_factory=list)
@@ -178,7 +184,7 @@ class UserState:
         # object; a user is held as these bytes, so keep an exact-size copy.
         return bytes(memoryview(orjson.dumps([
             STATE_FORMAT, self.user_id, self.version, self.published_journey,
-            self.published_segments,
+            self.published_segments, self.checked_at, self.contributed,
             None if self.watermark == NO_WATERMARK else self.watermark,
             self.clock, [tuple(fact) for fact in self.pending],
             *_profile_values(settled),
@@ -205,9 +211,10 @@ class UserState:
                 "and replay the input to rebuild state"
             )
             raise StateError(user_id, msg)
-        user_id, version, journey, segments, watermark, clock, pending = values[:_HEAD]
+        user_id, version, journey, segments, checked_at, contributed, watermark, clock, pending = (
+            values[:_HEAD])
         return cls(
-            user_id, version, journey, segments,
+            user_id, version, journey, segments, checked_at, contributed,
             NO_WATERMARK if watermark is None else watermark, clock,
             [Fact(*fact) for fact in pending], Profile(*values[_HEAD:]),
         )
@@ -228,5 +235,5 @@ class UserState:
 
 _PROFILE_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(Profile))
 _profile_values = attrgetter(*_PROFILE_FIELDS)
-_HEAD = 7  # values before the profile's: user_id .. pending
+_HEAD = 9  # values before the profile's: user_id .. pending
 
