@@ -91,10 +91,10 @@ def test_scripted_journey(pipeline: Config, kafka_broker: TansuBroker, redis_ser
          "rule": "awareness->consideration", **common},
         {"user_id": "alice", "segment": "journey:decision", "previous": "journey:consideration",
          "version": a + 3, "event_time": "2024-05-01T10:01:00.000Z", "cause": "alice-60",
-         "rule": "awareness|consideration->decision", **common},
+         "rule": "awareness|consideration|win_back->decision", **common},
         {"user_id": "alice", "segment": "journey:retention", "previous": "journey:decision",
          "version": a + 4, "event_time": "2024-05-01T12:01:30.000Z", "cause": "alice-7290",
-         "rule": "decision->retention", **common},
+         "rule": "decision|win_back->retention", **common},
         # The first session ended 30 min after its last event: a feature snapshot
         # (one user is far from the clusterer's warm-up: unassigned). Snapshots are
         # taken on settled events, so it comes once the watermark passed it, after

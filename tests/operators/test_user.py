@@ -6,6 +6,7 @@ import copy
 import dataclasses
 import random
 from collections.abc import Sequence
+from typing import Any
 
 import orjson
 from hypothesis import given, settings
@@ -16,9 +17,10 @@ from segstream.operators.features import FeatureConfig, apply_fact, features
 from segstream.operators.parse import EventParser
 from segstream.operators.user import UserConfig, UserLogic, UserUpdate
 from segstream.operators.windows import WINDOW_ROLES
+from segstream.config import load_segments
 from segstream.state.profile import Profile, UserState
 
-from tests.oracle.batch_features import recompute
+from tests.oracle.batch_features import ORACLE_SEGMENTS, recompute
 
 T0 = 1714557600.0  # 2024-05-01T10:00:00Z
 ROLES = [None, "page_view", "product_view", "search", "add_to_cart", "checkout", "purchase"]
@@ -70,13 +72,20 @@ def final_features(logic: UserLogic, config: UserConfig | None = None) -> dict:
     state = state_of(logic)
     values = features(view_of(logic, config), (config or UserConfig()).features)
     values["journey"] = state.published_journey
-    values["segments"] = state.published_segments
+    values["segments"] = sorted(state.published_segments)
     return values
+
+
+def oracle_config(**overrides: Any) -> UserConfig:
+    """The user step under tests/oracle/segments.toml, which the batch oracle recomputes."""
+    segments = load_segments(ORACLE_SEGMENTS)
+    return UserConfig(features=FeatureConfig(journey=segments.journey, cart=segments.cart_abandoner),
+                      rules=segments.rules, **overrides)
 
 
 class TestScriptedJourney:
     def test_full_funnel(self) -> None:
-        """A browse-checkout-buy-buy user walks awareness -> retention, versions consecutive."""
+        """A browse-checkout-buy-buy user walks awareness -> retention, versions in fixed blocks."""
         _, updates = run(stamp([
             event("page_view", T0, mid="e1"),
             event("product_view", T0 + 10, mid="e2"),
@@ -89,16 +98,24 @@ class TestScriptedJourney:
         assert [(c.segment, c.previous, c.cause, c.rule) for c in journey] == [
             ("journey:awareness", None, "e1", "start"),
             ("journey:consideration", "journey:awareness", "e2", "awareness->consideration"),
-            ("journey:decision", "journey:consideration", "e3", "awareness|consideration->decision"),
-            ("journey:retention", "journey:decision", "e5", "decision->retention"),
+            ("journey:decision", "journey:consideration", "e3", "awareness|consideration|win_back->decision"),
+            ("journey:retention", "journey:decision", "e5", "decision|win_back->retention"),
         ]
         assert [c.event_time for c in journey] == [T0, T0 + 10, T0 + 20, T0 + 40]
-        # No email, no country: the user needs enrichment from the first event.
+        # A new user with no email nor country needs enrichment from the first
+        # event; the first purchase makes them a recent purchaser.
         assert [(c.segment, c.change, c.cause) for c in changes if c.kind == "rule"] == [
-            ("needs_enrichment", "enter", "e1")
+            ("new_user", "enter", "e1"), ("needs_enrichment", "enter", "e1"),
+            ("recent_purchaser", "enter", "e4"),
         ]
+        # Each event takes a block of versions: two journey slots, then one per
+        # rule in file order (7 default rules), used or not.
         base = int(T0 * 1_000_000)
-        assert [c.version for c in changes] == list(range(base + 1, base + 6))
+        block = 2 + 7
+        slot = {"new_user": 2 + 6, "needs_enrichment": 2 + 7, "recent_purchaser": 2 + 5}
+        expected = [base + block * int(c.cause[1:]) - block + (2 if c.kind == "journey" else slot[c.segment])
+                    for c in changes]
+        assert [c.version for c in changes] == expected
 
     def test_profile_fields(self) -> None:
         """The Redis profile carries the DESIGN headline names and the windowed features."""
@@ -258,7 +275,7 @@ def test_versions_strictly_increase_and_journey_chains(raw: list, seed: int) -> 
 @given(user_events, user_events)
 def test_eviction_then_return_starts_clean(first_life: list, second_life: list) -> None:
     """An evicted user leaves every segment; when they return, they start from nothing."""
-    config = UserConfig(state_ttl_s=10 * DAY)
+    config = oracle_config(state_ttl_s=10 * DAY)  # no rule re-checks between
     before = timeline(to_events(first_life))
     last = before[-1].timestamp
     later = [dataclasses.replace(e, message_id="b" + e.message_id, timestamp=e.timestamp + 30 * DAY)
@@ -343,7 +360,7 @@ def cart_changes(updates: Sequence[UserUpdate]) -> list[tuple[str, str, float]]:
 def test_cart_abandoner_fires_once_in_event_time() -> None:
     """Five views in 10 minutes, a cart add, no purchase for 24 h: one enter, at the deadline."""
     events = browse_and_add(T0)
-    logic, updates = run(stamp(events))
+    logic, updates = run(stamp(events), oracle_config())
     assert cart_changes(updates) == []
     deadline = T0 + 300 + DAY
     assert logic.timer == (T0 + 300, CLOCK)  # first wake-up: settle the burst
@@ -420,17 +437,23 @@ def test_input_events_are_not_mutated(raw: list) -> None:
 
 def test_a_tick_past_the_last_pending_event_settles_an_idle_user() -> None:
     """The wheel wakes a user once the watermark passes its final burst, and that burst settles."""
-    logic, _ = run(stamp([event("product_view", T0 + i, mid=f"m{i}") for i in range(3)]))
+    config = oracle_config()  # no rule re-checks: the timers below are all there is
+    logic, _ = run(stamp([event("product_view", T0 + i, mid=f"m{i}") for i in range(3)]), config)
     assert len(state_of(logic).pending) == 3
     assert logic.timer == (T0 + 2, CLOCK)
     before = len(logic.snapshot() or b"")
     assert logic.on_items([Tick(T0 + 2.5, CLOCK)]) == []  # nothing published: only settled
     assert state_of(logic).pending == []
     assert len(logic.snapshot() or b"") < before
-    # Now the end of the session (a feature snapshot), then the churn label, then eviction.
-    gap = UserConfig().features.session_gap_s
+    # Now the end of the session (a feature snapshot), then 14 days of inactivity
+    # (the journey moves to churn_risk), then the churn label, then eviction.
+    gap = config.features.session_gap_s
     assert logic.timer is not None and logic.timer[0] == T0 + 2 + gap
     logic.on_items([Tick(T0 + 3 + gap, CLOCK)])
+    assert logic.timer is not None and logic.timer[0] == T0 + 2 + 14 * DAY
+    [update] = logic.on_items([Tick(T0 + 3 + 14 * DAY, CLOCK)])
+    assert [(c.segment, c.cause, c.rule) for c in update.changes] == [
+        ("journey:churn_risk", "timer:journey", "*->churn_risk")]
     assert logic.timer is not None and logic.timer[0] == T0 + 2 + gap + 14 * DAY
     logic.on_items([Tick(T0 + 3 + gap + 14 * DAY, CLOCK)])
     assert logic.timer is not None and logic.timer[0] == T0 + 2 + 90 * DAY
@@ -486,8 +509,9 @@ def test_any_shuffle_within_lateness_equals_the_batch_oracle(raw: list, seed: in
     events = [parser.parse(orjson.dumps(doc)) for doc in docs]
     assert all(isinstance(e, Event) for e in events)
     stamped = stamp(shuffle_within(events, LATENESS, seed))  # type: ignore[arg-type]
-    logic, _ = run(stamped, batch=3)
+    config = oracle_config()
+    logic, _ = run(stamped, config, batch=3)
     final_watermark = max(e.timestamp for e in events) - LATENESS  # type: ignore[union-attr]
     logic.on_watermark(final_watermark)
     expected = recompute(docs, final_watermarks=final_watermark)["u1"]
-    assert_same(final_features(logic), expected)
+    assert_same(final_features(logic, config), expected)

@@ -27,9 +27,9 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
-from segstream.operators.journey import DEFAULT_JOURNEY, JourneyConfig
 from segstream.operators.parse import parse_timestamp
 from segstream.operators.taxonomy import DEFAULT_TAXONOMY
 
@@ -41,7 +41,8 @@ DEFAULT_WEIGHTS = {
     "purchase": 10.0, "signup": 2.0, "page_view": 1.0,
 }
 TRAIT_STRING_LIMIT = 200
-JOURNEY = JourneyConfig.from_dict(DEFAULT_JOURNEY)
+IDLE_S = 14 * DAY
+"""The journey's inactivity transition in ``tests/oracle/segments.toml``."""
 
 
 def parse_horizon(text: str) -> tuple[int, int]:
@@ -213,6 +214,10 @@ def _features(
     out["events_per_session"] = len(timeline) / len(sessions)
     out["bounce_rate"] = sum(1 for s in sessions if len(s) == 1) / len(sessions)
 
+    # Session starts per horizon.
+    for name, seconds, resolution in horizons:
+        out[f"sessions_{name}"] = sum(1 for s in sessions if in_window(s[0], now, seconds, resolution))
+
     # Rolling role counts.
     for role in WINDOW_ROLES:
         for name, seconds, resolution in horizons:
@@ -233,6 +238,8 @@ def _features(
     last_purchase = max((e["t"] for e in purchases), default=None)
     out["last_purchase"] = None if last_purchase is None else float(last_purchase)
     out["since_last_purchase_s"] = None if last_purchase is None else float(now - last_purchase)
+    out["since_last_seen_s"] = 0.0
+    out["age_s"] = float(now - min(times))
 
     # Engagement: a direct sum of decayed weights.
     total = 0.0
@@ -278,8 +285,8 @@ def _features(
     deadline: float | None = None  # armed
     member = False
     fired = 0
-    phase = JOURNEY.initial
-    counts = {"events_total": 0.0, "sessions_total": 0.0, "purchases_total": 0.0, "revenue_total": 0.0}
+    phase = "awareness"
+    purchases_so_far = 0
     for i, e in enumerate(timeline):
         t = e["t"]
         if deadline is not None and deadline < t and watermark > deadline:
@@ -297,18 +304,26 @@ def _features(
                     views += 1
             if views >= cart_views:
                 deadline = t + cart_for
-        counts["events_total"] += 1
-        if i == 0 or t - timeline[i - 1]["t"] > session_gap_s:
-            counts["sessions_total"] += 1
         if e["role"] == "purchase":
-            counts["purchases_total"] += 1
-            counts["revenue_total"] += e["revenue"]
-        transition = JOURNEY.step(phase, e["role"], counts)
-        if transition is not None:
-            phase = transition.target
+            purchases_so_far += 1
+        # The journey of tests/oracle/segments.toml, in plain code.
+        if i > 0 and phase != "churn_risk" and t > timeline[i - 1]["t"] + IDLE_S:
+            phase = "churn_risk"
+        role = e["role"]
+        if phase == "churn_risk" and i > 0:
+            phase = "win_back"
+        elif phase == "awareness" and role in ("product_view", "search", "add_to_cart"):
+            phase = "consideration"
+        elif phase in ("awareness", "consideration", "win_back") and role in ("checkout", "purchase"):
+            phase = "decision"
+        elif phase in ("decision", "win_back") and role == "purchase" and purchases_so_far >= 2:
+            phase = "retention"
+    if phase != "churn_risk" and watermark > timeline[-1]["t"] + IDLE_S:
+        phase = "churn_risk"
     if deadline is not None and watermark > deadline:
         deadline, member, fired = None, True, fired + 1
     out["cart_abandoned_total"] = fired
+    out["cart_abandoned"] = member
     out["journey"] = phase
     segments = []
     if member:
@@ -317,3 +332,7 @@ def _features(
         segments.append("needs_enrichment")
     out["segments"] = sorted(segments)
     return out
+
+
+ORACLE_SEGMENTS = Path(__file__).with_name("segments.toml")
+"""The segments file this module's journey and rule segments follow."""
