@@ -35,9 +35,11 @@ from segstream.operators.events import Event, Reason, Rejected, iso_utc
 from segstream.operators.features import FeatureConfig
 from segstream.operators.models import ModelConfig, ModelEvent, ModelHub
 from segstream.operators.parse import EventParser
+from segstream.operators.population import Population
 from segstream.operators.rfm import RfmInputs
-from segstream.operators.user import UserConfig, UserLogic, UserUpdate
+from segstream.operators.user import UserConfig, UserLogic, UserUpdate, memberships
 from segstream.operators.windows import WindowLayout
+from segstream.state.profile import UserState
 
 from segstream.config import Config, SegmentsConfig, load_config, load_segments
 from segstream.metrics import (
@@ -47,8 +49,10 @@ from segstream.metrics import (
     EVENT_TIME_LAG_SECONDS,
     EVENTS_IN,
     EVICTIONS,
+    JOURNEY_TRANSITIONS,
     LAST_BATCH_UNIXTIME,
     LATE_EVENTS,
+    SEGMENT_MEMBERS,
     USERS_IN_STATE,
 )
 
@@ -160,14 +164,35 @@ def change_messages(output_topic: str, updates: list[UserUpdate]) -> list[OutMes
     emitted_at = time.time()
     out = []
     kinds: Counter[str] = Counter()
+    members: Counter[tuple[str, str]] = Counter()
+    transitions: Counter[tuple[str, str]] = Counter()
     for update in updates:
         for change in update.changes:
             out.append(OutMessage(output_topic, change_key(change),
                                   change_value(change, emitted_at=emitted_at)))
             kinds[change.kind] += 1
+            kind = change.kind
+            if change.change == "enter":
+                members[kind, change.segment] += 1
+                if change.previous is not None:
+                    members[kind, change.previous] -= 1
+                if kind == "journey":
+                    transitions[_phase(change.previous), _phase(change.segment)] += 1
+            else:
+                members[kind, change.segment] -= 1
     for kind, count in kinds.items():
         CHANGES_OUT.labels(kind).inc(count)
+    for (kind, segment), delta in members.items():
+        if delta:
+            SEGMENT_MEMBERS.labels(kind, segment).inc(delta)
+    for (left, entered), count in transitions.items():
+        JOURNEY_TRANSITIONS.labels(left, entered).inc(count)
     return out
+
+
+def _phase(segment: str | None) -> str:
+    return "" if segment is None else segment.partition(":")[2]
+
 
 
 class _ParseStep(StatefulBatchLogic[SourceItem, "Stamped | Rejected", float]):
@@ -212,6 +237,10 @@ class _UserStep(UserLogic, StatefulBatchLogic["Stamped | Tick", UserUpdate, byte
         USERS_IN_STATE.inc()
         worker.population.replace(None, self.rfm)
         self._schedule()
+
+    def on_resume(self, state: UserState) -> None:
+        for kind, segment in memberships(state):
+            SEGMENT_MEMBERS.labels(kind, segment).inc()
 
     def on_batch(self, values: list[Stamped | Tick]) -> tuple[list[UserUpdate], bool]:
         observe, lateness = self.worker.wheel.observe, self.worker.lateness_s
@@ -278,8 +307,8 @@ def model_config(config: Config) -> ModelConfig:
     )
 
 
-def user_config(config: Config, segments: SegmentsConfig, hub: ModelHub | None = None
-                ) -> UserConfig:
+def user_config(config: Config, segments: SegmentsConfig, hub: ModelHub | None = None,
+                population: Population | None = None) -> UserConfig:
     """Build the user step's settings from the worker config and the segments file."""
     return UserConfig(
         features=FeatureConfig(
@@ -295,6 +324,8 @@ def user_config(config: Config, segments: SegmentsConfig, hub: ModelHub | None =
         max_pending_events=config.max_pending_events,
         models=model_config(config) if hub is None else hub.config,
         hub=hub,
+        rules=segments.rules,
+        population=population,
     )
 
 
@@ -307,6 +338,7 @@ def build_flow(
     tail: bool = True,
     clock_interval_s: float | None = None,
     hub: ModelHub | None = None,
+    population: Population | None = None,
 ) -> Dataflow:
     """Assemble the segmentation dataflow.
 
@@ -322,13 +354,20 @@ def build_flow(
         hub: the models this process predicts with; default: a new one. ``segstream
             run`` passes one that a :class:`~segstream.flows.models.ModelFollower`
             keeps up to date when another process holds the learner.
+        population: the population statistics rules read; default: a new one of
+            this process's users. ``segstream run`` passes one that a
+            :class:`~segstream.flows.population.PopulationSync` merges with the
+            other processes'.
 
     """
     config = load_config() if config is None else config
-    segments = load_segments(config.segments_file) if segments is None else segments
+    if segments is None:
+        segments = load_segments(config.segments_file, horizons=config.window_horizons)
     parser = EventParser(taxonomy=config.taxonomy, max_event_bytes=config.max_event_bytes)
     hub = ModelHub(model_config(config)) if hub is None else hub
-    users = user_config(config, segments, hub)
+    if population is None:
+        population = Population(segments.tracked_features)
+    users = user_config(config, segments, hub, population)
     lateness, late_events = config.allowed_lateness_s, config.late_events
     if sinks is None:
         sinks = Sinks(kafka=KafkaOutSink(config), redis=RedisSink(config),

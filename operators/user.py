@@ -172,8 +172,12 @@ class UserLogic:
             self._timer_changed = True
             if config.population is not None and state.contributed is not None:
                 config.population.replace(None, tuple(state.contributed))
+            self.on_resume(state)
             if view.last_purchase is not None:
                 self.rfm = rfm_inputs(features(view, config.features))
+
+    def on_resume(self, state: UserState) -> None:
+        """Take note of the state a resumed user starts from (the flow counts memberships)."""
 
     @property
     def key(self) -> str | None:
@@ -229,6 +233,24 @@ class UserLogic:
         elif run.published is not None:
             self.rfm = rfm_inputs(run.published)
         return run.updates
+
+
+def memberships(state: UserState) -> list[tuple[str, str]]:
+    """Return a user's published memberships as ``(kind, segment)``.
+
+    >>> memberships(UserState("u1", published_journey="decision", published_segments={"loyal": 0.0}))
+    [('journey', 'journey:decision'), ('rule', 'loyal')]
+    """
+    out = []
+    if state.published_journey is not None:
+        out.append((JOURNEY, journey_segment(state.published_journey)))
+    out.extend((RULE, name) for name in sorted(state.published_segments))
+    settled = state.settled
+    if settled.cluster is not None:
+        out.append((CLUSTER, f"{CLUSTER}:{settled.cluster}"))
+    if settled.churn_band is not None:
+        out.append((CHURN, f"{CHURN}:{settled.churn_band}"))
+    return out
 
 
 def _next_timer(state: UserState, config: UserConfig, view: Profile | None = None

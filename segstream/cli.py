@@ -17,7 +17,7 @@ from segstream.errors import SegstreamError
 
 def build_parser() -> argparse.ArgumentParser:
     """Return the top-level parser with every subcommand registered."""
-    from segstream.tools import demo, generate, lookup, replay, run  # noqa: PLC0415
+    from segstream.tools import check_config, demo, generate, lookup, replay, run  # noqa: PLC0415
 
     parser = argparse.ArgumentParser(
         prog="segstream",
@@ -25,7 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"segstream {__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (run, demo, generate, replay, lookup):
+    for module in (run, demo, generate, replay, lookup, check_config):
         module.register(subparsers)
     return parser
 

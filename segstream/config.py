@@ -185,6 +185,12 @@ class Config:
         metadata=_doc("A churn band is entered this far above its threshold and left this far "
                       "below it."),
     )
+    population_sync_s: float = field(
+        default=5.0,
+        metadata=_doc(
+            "Seconds between exchanges of population statistics between processes (via Redis)."
+        ),
+    )
     model_version_tolerance: float = field(
         default=0.25,
         metadata=_doc("Movement (in standard deviations) of a cluster centre or churn weight "
@@ -451,6 +457,8 @@ def _check_models(config: Config, source: str) -> None:
         raise ConfigError("churn_hysteresis", source,
                           "must be >= 0 and under half the gap between churn_medium_p and "
                           "churn_high_p")
+    if config.population_sync_s <= 0:
+        raise ConfigError("population_sync_s", source, "must be > 0 seconds")
     if config.model_version_tolerance <= 0:
         raise ConfigError("model_version_tolerance", source, "must be > 0")
     if config.model_events_topic in (config.output_topic, config.dlq_topic, *config.input_topics):

@@ -86,6 +86,22 @@ CLUSTER_SILHOUETTE = Gauge(
     "segstream_cluster_silhouette", "Simplified silhouette of a rolling sample of snapshots."
 )
 
+SEGMENT_MEMBERS = Gauge(
+    "segstream_segment_members",
+    "Users this process holds in each segment (sum over processes for the total).",
+    ["kind", "segment"],
+)
+JOURNEY_TRANSITIONS = Counter(
+    "segstream_journey_transitions_total",
+    "Journey transitions taken, by phase left (empty for a new user) and phase entered.",
+    ["from_phase", "to_phase"],
+)
+POPULATION_STATISTIC = Gauge(
+    "segstream_population_statistic",
+    "Population statistics rules read, merged over processes (users, mean, std, p50, p90, p99).",
+    ["feature", "statistic"],
+)
+
 _STARTED = time.time()
 
 

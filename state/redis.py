@@ -11,6 +11,11 @@ Key layout (prefix configurable, default ``seg:``), written only here:
 - ``{prefix}cluster:{id}``: hash of one behavioural cluster: ``description``
   (e.g. ``high search_share, low order_value``), ``centre`` (JSON, in
   standard deviations from the mean) and ``model_version``.
+- ``{prefix}population``: hash of the population statistics rules read, one
+  field per feature (JSON: ``users``, ``mean``, ``std``, ``p50``, ``p90``,
+  ``p99``), as of the latest exchange between processes.
+- ``{prefix}population:{process}``: each process's own aggregates (JSON), which
+  the others add to theirs; it expires when its process stops refreshing it.
 
 Writes go through one Lua script per user, batched in one pipeline per sink
 batch. The script applies a profile only if ``(version, events_total)`` is
@@ -136,6 +141,10 @@ class RedisLayout:
     def cluster(self, cluster_id: str) -> str:
         """Key of one cluster's hash: its description and centre."""
         return f"{self.prefix}cluster:{cluster_id}"
+
+    def population(self, process: str | None = None) -> str:
+        """Key of the population statistics, or of one process's aggregates."""
+        return f"{self.prefix}population" if process is None else f"{self.prefix}population:{process}"
 
 
 def membership_ops(changes: Iterable[Change]) -> list[tuple[int, str, str, str]]:
@@ -317,6 +326,27 @@ class RedisStore:
             _text(k)[start:]: self.members(_text(k)[start:])
             for k in self._client.scan_iter(pattern, count=1000)
         }
+
+    def exchange_population(self, process: str, partial: dict[str, Any], ttl_s: float
+                            ) -> list[dict[str, Any]]:
+        """Publish this process's aggregates (expiring after ``ttl_s``); return the others'."""
+        own = self._layout.population(process)
+        self._client.set(own, orjson.dumps(partial), px=max(1, int(ttl_s * 1000)))
+        keys = [k for k in self._client.scan_iter(self._layout.population("*"), count=1000)
+                if _text(k) != own]
+        values = self._client.mget(keys) if keys else []
+        return [orjson.loads(v) for v in values if v is not None]
+
+    def write_population(self, summary: dict[str, dict[str, float | None]]) -> None:
+        """Write the population statistics readers see (``{prefix}population``)."""
+        if summary:
+            self._client.hset(self._layout.population(),
+                              mapping={name: orjson.dumps(stats) for name, stats in summary.items()})
+
+    def population_info(self) -> dict[str, dict[str, float | None]]:
+        """Return the population statistics, by feature."""
+        raw = self._client.hgetall(self._layout.population())
+        return {_text(k): orjson.loads(v) for k, v in raw.items()}
 
     def close(self) -> None:
         """Close the connection pool."""

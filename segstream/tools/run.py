@@ -98,15 +98,17 @@ def _request_stop(signum: int, _frame: FrameType | None) -> None:
 def _cmd_run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config = load_config(args.config)
-    segments = load_segments(config.segments_file)
+    segments = load_segments(config.segments_file, horizons=config.window_horizons)
 
     from bytewax.errors import BytewaxRuntimeError  # noqa: PLC0415 - keep --help fast
     from bytewax.run import cli_main  # noqa: PLC0415
 
     from segstream.flows.models import ModelFollower  # noqa: PLC0415
+    from segstream.flows.population import PopulationSync  # noqa: PLC0415
     from segstream.flows.segmentation import build_flow, model_config  # noqa: PLC0415
     from segstream.metrics import serve_metrics  # noqa: PLC0415
     from segstream.operators.models import ModelHub  # noqa: PLC0415
+    from segstream.operators.population import Population  # noqa: PLC0415
 
     addresses = args.addresses.split(",") if args.addresses else None
     process_id = args.process_id
@@ -123,9 +125,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     recovery = recovery_config(config, partitions=max(1, processes * config.workers_per_process))
     hub = ModelHub(model_config(config))
-    flow = build_flow(config, segments=segments, tail=not args.until_end, hub=hub)
+    population = Population(segments.tracked_features)
+    flow = build_flow(config, segments=segments, tail=not args.until_end, hub=hub,
+                      population=population)
     # Another process may hold the model learner: predict with its versions.
     follower = ModelFollower(config, hub).start()
+    # Rules' statistics cover every process's users.
+    population_sync = PopulationSync(config, population, str(process_id or 0)).start()
     signal.signal(signal.SIGTERM, _request_stop)
     signal.signal(signal.SIGINT, _request_stop)
     if recovery is None:
@@ -154,6 +160,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         return 0
     finally:
         follower.stop()
+        population_sync.stop()
     log.info("input exhausted; stopped")
     return 0
 
