@@ -366,7 +366,7 @@ def build_flow(
     parser = EventParser(taxonomy=config.taxonomy, max_event_bytes=config.max_event_bytes)
     hub = ModelHub(model_config(config)) if hub is None else hub
     if population is None:
-        population = Population(segments.tracked_features)
+        population = Population(segments.tracked_features, min_users=segments.min_population)
     users = user_config(config, segments, hub, population)
     lateness, late_events = config.allowed_lateness_s, config.late_events
     if sinks is None:

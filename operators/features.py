@@ -378,8 +378,10 @@ def _journey_step(
         if idle is not None and idle[0] < ts:
             enter_phase(profile, idle[1].target, idle[1].name, idle[0])
             steps.append((idle[1].target, idle[1].name))
+    phase = profile.journey
+    assert phase is not None
     transition = journey.on_event(
-        profile.journey, profile.journey_since, role, ts,
+        phase, profile.journey_since, role, ts,
         lambda: expression_values(profile, config, ts),
     )
     if transition is not None:

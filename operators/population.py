@@ -155,8 +155,15 @@ class Population:
     Thread-safe: the workers of one process share it.
     """
 
-    def __init__(self, features: Sequence[str], *, refresh_share: float = 0.01) -> None:
-        """Track ``features`` (the ones some expression takes a statistic of)."""
+    def __init__(self, features: Sequence[str], *, refresh_share: float = 0.01,
+                 min_users: int = 1) -> None:
+        """Track ``features`` (the ones some expression takes a statistic of).
+
+        A statistic is unknown (``None``: a condition reading it is false) while
+        fewer than ``min_users`` users are in its feature's population: the
+        mean + 2 SD of three buyers says nothing.
+        """
+        self.min_users = min_users
         self.features = tuple(features)
         self._index = {name: i for i, name in enumerate(self.features)}
         self._local = [FeatureAggregate() for _ in self.features]
@@ -199,6 +206,8 @@ class Population:
         if i is None:
             return None
         summary = self._summaries[i]
+        if summary.count < self.min_users:
+            return None
         if function == "mean":
             return summary.mean
         if function == "std":

@@ -62,6 +62,7 @@ from segstream.operators.windows import WindowLayout
 from segstream.errors import ConfigError
 
 DEFAULT_RECHECK_S = 3600.0
+DEFAULT_MIN_POPULATION = 100
 DEFAULT_SEGMENTS_FILE = Path(str(files("segstream") / "defaults" / "segments.toml"))
 """The embedded default segments file."""
 TRAIT_TYPES = {"number": NUMBER, "string": STRING, "bool": BOOL}
@@ -170,6 +171,7 @@ class SegmentsConfig:
         rules: the rule segments.
         cart_abandoner: the cart-abandonment trigger (``[triggers.cart_abandoner]``).
         traits: declared trait types (``[traits]``), readable as ``traits.<name>``.
+        min_population: users a feature's population needs before its statistics are known.
 
     """
 
@@ -178,6 +180,7 @@ class SegmentsConfig:
     rules: RuleSet = field(default_factory=RuleSet)
     cart_abandoner: CartTrigger = CartTrigger()
     traits: Mapping[str, str] = field(default_factory=dict)
+    min_population: int = DEFAULT_MIN_POPULATION
 
     @property
     def statistics(self) -> list[tuple[str, str]]:
@@ -223,14 +226,20 @@ def load_segments_text(
     traits = _traits(document.get("traits", {}), source)
     schema = expression_schema(WindowLayout.build(horizons), traits)
     settings = document.get("settings", {})
-    if not isinstance(settings, dict) or set(settings) - {"recheck"}:
-        unknown = next(iter(set(settings) - {"recheck"}), "") if isinstance(settings, dict) else ""
-        raise ConfigError(f"settings.{unknown}".rstrip("."), source,
-                          "expected a table with recheck = \"1h\"" + suggest(unknown, ["recheck"]))
+    known = ("recheck", "min_population")
+    if not isinstance(settings, dict):
+        raise ConfigError("settings", source, "expected a table")
+    for key in settings:
+        if key not in known:
+            raise ConfigError(f"settings.{key}", source, "unknown setting" + suggest(key, known))
     recheck = duration(settings["recheck"], "settings.recheck", source) if "recheck" in settings \
         else DEFAULT_RECHECK_S
     if recheck <= 0:
         raise ConfigError("settings.recheck", source, "must be a positive duration")
+    min_population = settings.get("min_population", DEFAULT_MIN_POPULATION)
+    if isinstance(min_population, bool) or not isinstance(min_population, int) or min_population < 1:
+        raise ConfigError("settings.min_population", source,
+                          f"expected an integer >= 1, got {min_population!r}")
     return SegmentsConfig(
         journey=JourneyConfig.from_dict(document["journey"], schema=schema, source=source,
                                         line_of=lines.line_of),
@@ -239,6 +248,7 @@ def load_segments_text(
                              time_dependent_names(WindowLayout.build(horizons))), recheck),
         cart_abandoner=_cart_trigger(document.get("triggers", {}), source),
         traits=traits,
+        min_population=min_population,
     )
 
 

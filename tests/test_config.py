@@ -9,6 +9,7 @@ import pytest
 from segstream.operators.features import CartTrigger
 from segstream.config import DEFAULT_SEGMENTS_FILE, Config, describe, load_config, load_segments
 from segstream.errors import ConfigError
+from segstream.operators.features import expression_schema
 from segstream.operators.journey import DEFAULT_JOURNEY, JourneyConfig
 
 
@@ -118,7 +119,7 @@ def test_missing_file(tmp_path: Path) -> None:
 
 def test_embedded_segments_file_is_the_default_journey() -> None:
     """The shipped segments file and DEFAULT_JOURNEY say the same thing."""
-    assert load_segments().journey == JourneyConfig.from_dict(DEFAULT_JOURNEY)
+    assert load_segments().journey == JourneyConfig.from_dict(DEFAULT_JOURNEY, schema=expression_schema())
     assert load_segments("").journey == load_segments(DEFAULT_SEGMENTS_FILE).journey
 
 

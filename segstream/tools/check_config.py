@@ -66,7 +66,8 @@ def describe(segments: SegmentsConfig) -> str:
             lines.append("    time-dependent: re-checked without events")
     if segments.statistics:
         stats = sorted({f"{fn}({feature})" for fn, feature in segments.statistics})
-        lines += ["", f"population statistics: {', '.join(stats)}"]
+        lines += ["", f"population statistics: {', '.join(stats)} (known once "
+                  f"{segments.min_population} users have a non-zero value)"]
     trigger = segments.cart_abandoner
     lines += ["", f"cart_abandoned: {trigger.views} product views within "
               f"{_duration(trigger.views_within_s)}, a cart add, no purchase for "

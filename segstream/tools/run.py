@@ -125,7 +125,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     recovery = recovery_config(config, partitions=max(1, processes * config.workers_per_process))
     hub = ModelHub(model_config(config))
-    population = Population(segments.tracked_features)
+    population = Population(segments.tracked_features, min_users=segments.min_population)
     flow = build_flow(config, segments=segments, tail=not args.until_end, hub=hub,
                       population=population)
     # Another process may hold the model learner: predict with its versions.

@@ -11,12 +11,16 @@ from bytewax.connectors.kafka import KafkaSourceMessage
 from bytewax.recovery import RecoveryConfig, init_db_dir
 from bytewax.testing import TestingSink, TestingSource, cluster_main, run_main
 
-from segstream.config import Config
+from segstream.config import Config, SegmentsConfig, load_segments
 from segstream.flows.connectors import OutMessage
-from segstream.flows.segmentation import Sinks, build_flow
+from segstream.flows.segmentation import Sinks, build_flow, user_config
 from segstream.operators.user import POPULATION_FIELDS, UserUpdate
 
+from tests.oracle.batch_features import ORACLE_SEGMENTS
+
 CONFIG = Config()
+ORACLE = load_segments(ORACLE_SEGMENTS)
+ORACLE_USERS = user_config(CONFIG, ORACLE)
 
 
 def track(user: str, name: str, second: int, **props: object) -> bytes:
@@ -31,10 +35,11 @@ def messages(values: list[bytes | None], topic: str = "clickstream") -> list[Kaf
 
 def run_flow(items: list[object], *, workers: int = 1, recovery: RecoveryConfig | None = None,
              epoch: timedelta = timedelta(seconds=10),
-             config: Config = CONFIG) -> tuple[list[OutMessage], list[UserUpdate]]:
+             config: Config = CONFIG, segments: SegmentsConfig | None = None,
+             ) -> tuple[list[OutMessage], list[UserUpdate]]:
     kafka_out: list[OutMessage] = []
     redis_out: list[UserUpdate] = []
-    flow = build_flow(config, source=TestingSource(items),
+    flow = build_flow(config, source=TestingSource(items), segments=segments,
                       sinks=Sinks(kafka=TestingSink(kafka_out), redis=TestingSink(redis_out)))
     if workers == 1:
         run_main(flow, epoch_interval=epoch, recovery_config=recovery)
@@ -65,17 +70,20 @@ def test_scripted_journey(workers: int) -> None:
     """A user's journey comes out as exact change messages and a final profile update."""
     out, updates = run_flow(messages(JOURNEY), workers=workers)
     base = FIRST_VERSION  # a new user's versions start at its first event time in microseconds
+    # Each event takes 9 versions: 2 journey slots, then one per default rule.
     assert [(c["segment"], c["previous"], c["version"] - base, c["cause"])
             for c in changes_of(out)] == [
         ("journey:awareness", None, 1, "u1-1"),
         ("journey:consideration", "journey:awareness", 2, "u1-1"),
-        ("needs_enrichment", None, 3, "u1-1"),
-        ("journey:decision", "journey:consideration", 4, "u1-2"),
-        ("journey:retention", "journey:decision", 5, "u1-4"),
+        ("new_user", None, 8, "u1-1"),
+        ("needs_enrichment", None, 9, "u1-1"),
+        ("journey:decision", "journey:consideration", 9 + 2, "u1-2"),
+        ("recent_purchaser", None, 18 + 2 + 5, "u1-3"),
+        ("journey:retention", "journey:decision", 27 + 2, "u1-4"),
     ]
     assert all(m.key == b"u1" for m in out)
     final = updates[-1]
-    assert (final.user_id, final.version - base, final.events_total) == ("u1", 5, 4)
+    assert (final.user_id, final.version - base, final.events_total) == ("u1", 36, 4)
     assert final.profile["revenue_total"] == "25.0"
     assert final.profile["journey"] == "retention"
 
@@ -142,26 +150,31 @@ def own_fields(profile: dict[str, str]) -> dict[str, str]:
 
 
 def per_user_replay(lines: list[bytes]) -> dict[str, dict[str, str]]:
-    """Each user's events alone, in timeline order, then the final watermark: the profiles."""
-    from segstream.operators.event_time import Stamped  # noqa: PLC0415
+    """Each user's events alone, with the watermarks the stream saw them with, then the final one.
+
+    Timers fire when a watermark passes them: giving each event the watermark
+    of its partition at that point (as the parse step stamps it) makes the
+    user's timeline of events and timers the stream's.
+    """
+    from segstream.operators.event_time import PartitionWatermark, Stamped  # noqa: PLC0415
     from segstream.operators.events import Event  # noqa: PLC0415
     from segstream.operators.parse import EventParser  # noqa: PLC0415
     from segstream.operators.user import UserConfig, UserLogic  # noqa: PLC0415
 
-    by_user: dict[str, list[Event]] = {}
-    newest = float("-inf")
+    by_user: dict[str, list[Stamped]] = {}
+    clock = PartitionWatermark(CONFIG.allowed_lateness_s)
     for offset, line in enumerate(lines):
         event = EventParser().parse(line, topic="clickstream", partition=0, offset=offset)
         if isinstance(event, Event):
-            by_user.setdefault(event.key, []).append(event)
-            newest = max(newest, event.timestamp)
+            by_user.setdefault(event.key, []).append(
+                Stamped(event, clock.observe(event.timestamp), "clickstream:0"))
     profiles = {}
-    for user, events in by_user.items():
-        logic = UserLogic(UserConfig(), None)
+    for user, stamped in by_user.items():
+        logic = UserLogic(ORACLE_USERS, None)
         updates = []
-        for e in sorted(events, key=lambda e: (e.timestamp, e.message_id)):
-            updates += logic.on_items([Stamped(e, float("-inf"), "clickstream:0")])
-        updates += logic.on_watermark(newest - CONFIG.allowed_lateness_s)
+        for item in stamped:
+            updates += logic.on_items([item])
+        updates += logic.on_watermark(clock.newest - CONFIG.allowed_lateness_s)
         profiles[user] = updates[-1].profile
     return profiles
 
@@ -176,7 +189,8 @@ def test_stream_equals_each_user_alone_on_generated_log() -> None:
     from segstream.tools.generate import generate  # noqa: PLC0415
 
     lines = generate(300, 6000, seed=11).lines  # time-ordered, as a live stream arrives
-    _out, updates = run_flow(messages(lines))
+    # Without journey transitions on model outputs (those depend on the other users).
+    _out, updates = run_flow(messages(lines), segments=ORACLE)
     final = {u.user_id: u.profile for u in updates}
     alone = per_user_replay(lines)
     # The RFM score and the model outputs depend on the other users.
@@ -256,5 +270,5 @@ def test_eviction_metrics_and_discarded_state() -> None:
     exits = [c for c in changes_of(out) if c["change"] == "exit"]
     # Idle past its session's end first: a feature snapshot put it in a cluster.
     assert {(c["user_id"], c["segment"]) for c in exits} == {
-        ("idle", "journey:consideration"), ("idle", "needs_enrichment"),
+        ("idle", "journey:consideration"), ("idle", "needs_enrichment"), ("idle", "new_user"),
         ("idle", "cluster:unassigned")}

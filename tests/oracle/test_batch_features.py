@@ -56,13 +56,14 @@ def one(events: list[dict[str, Any]], **kwargs: Any) -> dict[str, object]:
 class TestShape:
     def test_exact_keys_and_types(self) -> None:
         features = one([ev("page", 0), ev(VIEW, 10)], window_horizons=("1h", "2h"))
-        windows = {f"{role}_{h}" for role in ROLES for h in ("1h", "2h")}
+        windows = {f"{role}_{h}" for role in (*ROLES, "sessions") for h in ("1h", "2h")}
         assert set(features) == windows | {
             "events_total", "late_total", "first_seen", "last_seen", "sessions_total", "session_events",
             "session_length_s", "events_per_session", "bounce_rate", "purchases_total", "revenue_total",
             "purchases_30d", "purchases_90d", "revenue_30d", "revenue_90d", "aov_90d", "last_purchase",
             "since_last_purchase_s", "engagement", "device", "country", "channel", "traits",
-            "completeness", "cart_abandoned_total", "journey", "segments"}
+            "completeness", "cart_abandoned_total", "journey", "segments", "since_last_seen_s",
+            "age_s", "cart_abandoned"}
         for name in ("events_total", "late_total", "sessions_total", "session_events", "purchases_total",
                      "purchases_30d", "purchases_90d", "cart_abandoned_total", *windows):
             assert type(features[name]) is int, name
