@@ -1,0 +1,202 @@
+"""Rule segments and the segments file: hysteresis, minimum time, re-checks, errors with lines."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from segstream.errors import ConfigError, ExpressionError
+from segstream.operators.event_time import Stamped
+from segstream.operators.events import Event, iso_utc
+from segstream.operators.features import FeatureConfig
+from segstream.operators.parse import EventParser
+from segstream.operators.population import Population
+from segstream.operators.segments import DEFAULT_SEGMENTS_FILE, load_segments_text
+from segstream.operators.user import UserConfig, UserLogic, UserUpdate
+
+DAY = 86400.0
+T0 = 1714557600.0
+
+JOURNEY = """
+[journey]
+states = ["a", "b"]
+initial = "a"
+[[journey.transitions]]
+from = "a"
+to = "b"
+on = "purchase"
+"""
+
+
+def segments(rules: str, extra: str = "") -> Any:
+    return load_segments_text(JOURNEY + rules + extra, "test.toml")
+
+
+HYSTERESIS = """
+[rules.big]
+when = "revenue_total > 100"
+exit_when = "revenue_total < 80"
+"""
+
+
+def test_hysteresis_enters_high_and_leaves_low() -> None:
+    rules = segments(HYSTERESIS).rules
+    assert rules.decide({}, {"revenue_total": 101.0}, None, 0.0) == [(0, "big", True)]
+    assert rules.decide({}, {"revenue_total": 90.0}, None, 0.0) == []
+    assert rules.decide({"big": 0.0}, {"revenue_total": 90.0}, None, 1.0) == []  # in the band: stays
+    assert rules.decide({"big": 0.0}, {"revenue_total": 79.0}, None, 1.0) == [(0, "big", False)]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.floats(min_value=0, max_value=200), min_size=1, max_size=60))
+def test_with_hysteresis_a_member_never_flaps_inside_the_band(values: list[float]) -> None:
+    """Membership changes only when the value crosses the far threshold: enter > 100, leave < 80."""
+    rules = segments(HYSTERESIS).rules
+    members: dict[str, float] = {}
+    for at, value in enumerate(values):
+        for _slot, name, entered in rules.decide(members, {"revenue_total": value}, None, float(at)):
+            if entered:
+                assert value > 100
+                members[name] = float(at)
+            else:
+                assert value < 80
+                del members[name]
+        assert ("big" in members) == (value > 100 or ("big" in members and value >= 80))
+
+
+def test_min_time_holds_an_exit_back() -> None:
+    rules = segments('[rules.vip]\nwhen = "revenue_total > 100"\nmin_time = "1d"\n').rules
+    assert rules.decide({"vip": 0.0}, {"revenue_total": 0.0}, None, DAY - 1) == []
+    assert rules.decide({"vip": 0.0}, {"revenue_total": 0.0}, None, DAY) == [(0, "vip", False)]
+    # The held exit is re-checked when the minimum time ends, even without an event.
+    assert rules.recheck_at({"vip": 0.0}, checked_at=10.0) == DAY
+
+
+def test_time_dependent_rules_are_rechecked_while_a_member() -> None:
+    config = segments('[rules.recent]\nwhen = "since_last_purchase_s <= 14d"\n'
+                      '[rules.rich]\nwhen = "revenue_total > 5"\n', '[settings]\nrecheck = "2h"\n')
+    rules = config.rules
+    assert [r.time_dependent for r in rules.rules] == [True, False]
+    assert rules.recheck_at({"recent": 0.0}, checked_at=100.0) == 100.0 + 7200
+    assert rules.recheck_at({"rich": 0.0}, checked_at=100.0) is None
+    assert rules.recheck_at({}, checked_at=100.0) is None
+
+
+def test_missing_values_and_unknown_statistics_make_conditions_false() -> None:
+    rules = segments('[rules.top]\nwhen = "revenue_30d > p90(revenue_30d)"\n').rules
+    assert rules.decide({}, {"revenue_30d": 500.0}, None, 0.0) == []
+    assert rules.decide({}, {"revenue_30d": 500.0}, lambda fn, name: 400.0, 0.0) == [(0, "top", True)]
+    assert rules.decide({}, {"revenue_30d": None}, lambda fn, name: 400.0, 0.0) == []
+
+
+def test_traits_are_declared_with_a_type() -> None:
+    config = segments('[rules.pro]\nwhen = "traits.plan == \\"pro\\""\n', '[traits]\nplan = "string"\n')
+    assert config.rules.decide({}, {"traits.plan": "pro"}, None, 0.0) == [(0, "pro", True)]
+    with pytest.raises(ExpressionError, match="unknown name 'traits.plan'"):
+        segments('[rules.pro]\nwhen = "traits.plan == \\"pro\\""\n')
+
+
+@pytest.mark.parametrize(
+    ("rules", "field", "hint"),
+    [
+        ('[rules.x]\nexit_when = "events_total > 1"\n', "rules.x.when", "needs a condition"),
+        ('[rules.x]\nwhen = "events_total > 1"\nmin_tim = "1d"\n', "rules.x.min_tim", "min_time"),
+        ('[rules.x]\nwhen = "events_total > 1"\nmin_time = "a day"\n', "rules.x.min_time",
+         "expected a duration"),
+        ('[rules.Big-One]\nwhen = "events_total > 1"\n', "rules.Big-One", "lower case"),
+        ('[rules.x]\nwhen = 5\n', "rules.x.when", "expected a condition"),
+        ('[rule.x]\nwhen = "events_total > 1"\n', "rule", "did you mean 'rules'"),
+        ('[settings]\nrecheck = "0s"\n', "settings.recheck", "positive"),
+        ('[settings]\nmin_populaton = 5\n', "settings.min_populaton", "min_population"),
+        ('[traits]\nplan = "text"\n', "traits.plan", "\"string\""),
+    ],
+)
+def test_bad_rules_name_the_field(rules: str, field: str, hint: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        segments(rules)
+    assert info.value.field == field
+    assert hint in str(info.value)
+    assert "test.toml" in str(info.value)
+
+
+def test_a_bad_condition_names_file_line_column_and_the_unknown_feature() -> None:
+    text = JOURNEY + '\n[rules.loyal]\ndescription = "x"\nwhen = "purchases_30d > 5 and revnue_30d > 1"\n'
+    with pytest.raises(ExpressionError) as info:
+        load_segments_text(text, "mine.toml")
+    line = text.splitlines().index('when = "purchases_30d > 5 and revnue_30d > 1"') + 1
+    assert (info.value.source, info.value.line, info.value.column, info.value.field) == (
+        "mine.toml", line, 23, "rules.loyal.when")
+    assert "unknown name 'revnue_30d'; did you mean revenue_30d" in str(info.value)
+    bad_op = JOURNEY + '\n[rules.x]\nwhen = "events_total => 1"\n'
+    with pytest.raises(ExpressionError, match=r"mine.toml:11: rules.x.when: column 14: unexpected character '='"):
+        load_segments_text(bad_op, "mine.toml")
+
+
+def test_window_horizons_name_the_features_rules_may_read() -> None:
+    with pytest.raises(ExpressionError, match="sessions_14d"):
+        load_segments_text(JOURNEY + '[rules.x]\nwhen = "sessions_14d > 1"\n', "t.toml")
+    config = load_segments_text(JOURNEY + '[rules.x]\nwhen = "sessions_14d > 1"\n', "t.toml",
+                                horizons=("14d",))
+    assert config.rules.names == ("x",)
+
+
+def test_the_default_file_ships_the_seed_examples() -> None:
+    config = load_segments_text(DEFAULT_SEGMENTS_FILE.read_text(), "default")
+    assert config.rules.names == ("high_value", "loyal", "cart_abandoner", "frequent_visitor",
+                                  "recent_purchaser", "new_user", "needs_enrichment")
+    assert config.tracked_features == ("aov_90d",)
+    assert config.journey.states == ("awareness", "consideration", "decision", "retention",
+                                     "churn_risk", "win_back")
+
+
+# --- through the user step ------------------------------------------------------------
+
+
+def event(name: str, ts: float, mid: str, revenue: float = 0.0) -> Stamped:
+    doc = (f'{{"type":"track","event":"{name}","userId":"u1","messageId":"{mid}",'
+           f'"timestamp":"{iso_utc(ts)}","properties":{{"revenue":{revenue}}}}}')
+    parsed = EventParser().parse(doc.encode())
+    assert isinstance(parsed, Event)
+    return Stamped(parsed, ts - 1, "clicks:0")
+
+
+def rule_changes(updates: list[UserUpdate], name: str) -> list[tuple[str, str]]:
+    return [(c.change, c.cause) for u in updates for c in u.changes if c.segment == name]
+
+
+def user_config(rules: str, population: Population | None = None) -> UserConfig:
+    config = segments(rules)
+    return UserConfig(features=FeatureConfig(journey=config.journey), rules=config.rules,
+                      population=population)
+
+
+def test_recent_purchaser_ends_14_days_after_the_purchase_without_an_event() -> None:
+    """A time-dependent rule is re-checked by timer: the exit comes within one recheck of 14 d."""
+    config = user_config('[rules.recent_purchaser]\nwhen = "since_last_purchase_s <= 14d"\n')
+    logic = UserLogic(config)
+    updates = logic.on_items([event("Order Completed", T0, "p1", 10.0)])
+    assert rule_changes(updates, "recent_purchaser") == [("enter", "p1")]
+    updates = logic.on_watermark(T0 + 14 * DAY)
+    assert rule_changes(updates, "recent_purchaser") == []
+    updates = logic.on_watermark(T0 + 15 * DAY)
+    [(change, cause)] = rule_changes(updates, "recent_purchaser")
+    assert (change, cause) == ("exit", "timer:rules")
+    [exit_] = [c for u in updates for c in u.changes if c.segment == "recent_purchaser"]
+    assert T0 + 14 * DAY < exit_.event_time <= T0 + 14 * DAY + 3600
+
+
+def test_a_population_rule_reads_the_live_statistics() -> None:
+    population = Population(("revenue_total",))
+    for value in (10.0, 20.0, 30.0):
+        population.replace(None, population.contribution({"revenue_total": value}))
+    config = user_config('[rules.top]\nwhen = "revenue_total > p90(revenue_total)"\n', population)
+    logic = UserLogic(config)
+    updates = logic.on_items([event("Order Completed", T0, "p1", 25.0)])
+    assert rule_changes(updates, "top") == []
+    updates = logic.on_items([event("Order Completed", T0 + 60, "p2", 25.0)])
+    assert rule_changes(updates, "top") == [("enter", "p2")]
+    # The user's own value joined the population: four users now.
+    assert population.stat("mean", "revenue_total") == (10 + 20 + 30 + 50) / 4
