@@ -200,3 +200,42 @@ def test_a_population_rule_reads_the_live_statistics() -> None:
     assert rule_changes(updates, "top") == [("enter", "p2")]
     # The user's own value joined the population: four users now.
     assert population.stat("mean", "revenue_total") == (10 + 20 + 30 + 50) / 4
+
+
+def journey_changes(updates: list[UserUpdate]) -> list[tuple[str, str, str | None, float]]:
+    return [(c.segment, c.cause, c.rule, c.event_time) for u in updates for c in u.changes
+            if c.kind == "journey"]
+
+
+def test_inactivity_moves_to_churn_risk_by_event_time_and_a_return_to_win_back() -> None:
+    """The default journey's timer fires when the watermark passes 14 days of inactivity."""
+    logic = UserLogic(UserConfig())
+    logic.on_items([event("Order Completed", T0, "p1", 10.0)])
+    assert journey_changes(logic.on_watermark(T0 + 14 * DAY)) == []  # not past the deadline
+    updates = logic.on_watermark(T0 + 14 * DAY + 1)
+    assert journey_changes(updates) == [("journey:churn_risk", "timer:journey", "inactive_14d",
+                                         T0 + 14 * DAY)]
+    updates = logic.on_items([event("Page Viewed", T0 + 20 * DAY, "back")])
+    assert journey_changes(updates) == [("journey:win_back", "back", "returned", T0 + 20 * DAY)]
+
+
+def test_a_return_after_14_days_takes_both_steps_even_if_no_watermark_fired_the_timer() -> None:
+    """The timeline decides: the inactivity transition comes first, then the return."""
+    logic = UserLogic(UserConfig())
+    logic.on_items([event("Order Completed", T0, "p1", 10.0)])
+    late_return = event("Page Viewed", T0 + 20 * DAY, "back")
+    updates = logic.on_items([Stamped(late_return.event, T0, "clicks:0")])  # watermark still at T0
+    assert [(s, r) for s, _c, r, _t in journey_changes(updates)] == [
+        ("journey:churn_risk", "inactive_14d"), ("journey:win_back", "returned")]
+
+
+def test_minimum_dwell_in_win_back_through_the_user_step() -> None:
+    logic = UserLogic(UserConfig())
+    logic.on_items([event("Order Completed", T0, "p1", 10.0)])
+    logic.on_watermark(T0 + 15 * DAY)
+    back = T0 + 20 * DAY
+    logic.on_items([event("Page Viewed", back, "back")])
+    early = logic.on_items([event("Checkout Started", back + 1800, "c1")])
+    assert journey_changes(early) == []  # 30 min into win_back's 1 h dwell
+    later = logic.on_items([event("Checkout Started", back + 7200, "c2")])
+    assert [s for s, *_ in journey_changes(later)] == ["journey:decision"]
