@@ -10,7 +10,8 @@ the allowed lateness. Every definition here is the contract of
 >>> profile = Profile()
 >>> raw = (b'{"event":"Product Viewed","userId":"u1","timestamp":"2024-05-01T10:00:00Z",'
 ...        b'"context":{"device":{"type":"mobile"}}}')
->>> apply_fact(profile, fact_of(EventParser().parse(raw), config), config)
+>>> steps = apply_fact(profile, fact_of(EventParser().parse(raw), config), config)
+>>> [(step.phase, step.rule) for step in steps]
 [('awareness', 'start'), ('consideration', 'awareness->consideration')]
 >>> values = features(profile, config)
 >>> values["sessions_total"], values["product_view_1h"], values["device"], values["engagement"]
@@ -21,7 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from segstream.operators.events import Event
 from segstream.operators.expressions import BOOL, NUMBER, STRING
@@ -57,6 +58,27 @@ CONTEXT_ATTRIBUTES = ("device", "country", "channel")
 PURCHASE_SLOT = ROLE_SLOTS["purchase"]
 CART_ABANDONER = "cart_abandoner"
 NEEDS_ENRICHMENT = "needs_enrichment"
+
+
+JOURNEY_TIMER_CAUSE = "timer:journey"
+"""The ``cause`` of inactivity transitions."""
+
+
+class JourneyStep(NamedTuple):
+    """One journey transition an event (or the inactivity before it) made.
+
+    Attributes:
+        phase: the phase entered.
+        rule: the transition's name (``start`` for the initial phase).
+        at: event time it happened at (the deadline, for inactivity).
+        cause: what caused it, if not the event (``timer:journey``).
+
+    """
+
+    phase: str
+    rule: str
+    at: float
+    cause: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,11 +142,11 @@ def starts_session(profile: Profile, ts: float, config: FeatureConfig) -> bool:
     return profile.last_seen is None or ts - profile.last_seen > config.session_gap_s
 
 
-def apply_fact(profile: Profile, fact: Fact, config: FeatureConfig) -> list[tuple[str, str]]:
+def apply_fact(profile: Profile, fact: Fact, config: FeatureConfig) -> list[JourneyStep]:
     """Apply one on-time event, in timeline order; return the journey steps it took.
 
-    Each step is ``(phase, transition)``; the first event of a user enters the
-    initial phase with transition ``"start"``.
+    The first event of a user enters the initial phase with transition
+    ``"start"``; an inactivity transition due before the event comes first.
     """
     ts = fact.ts
     previous = profile.last_seen
@@ -364,20 +386,20 @@ def _cart_step(profile: Profile, fact: Fact, cart: CartTrigger) -> None:
 
 def _journey_step(
     profile: Profile, role: str | None, ts: float, previous: float | None, config: FeatureConfig
-) -> list[tuple[str, str]]:
+) -> list[JourneyStep]:
     """Move the journey for an event at ``ts`` (already applied); ``previous``: the last event before."""
     journey = config.journey
     steps = []
     if profile.journey is None:
         enter_phase(profile, journey.initial, "start", ts)
-        steps.append((journey.initial, "start"))
+        steps.append(JourneyStep(journey.initial, "start", ts))
     elif previous is not None:
         # An inactivity transition due before this event happened first, whether
         # or not the watermark fired it: the timeline decides.
         idle = journey.idle_deadline(profile.journey, profile.journey_since, previous)
         if idle is not None and idle[0] < ts:
             enter_phase(profile, idle[1].target, idle[1].name, idle[0])
-            steps.append((idle[1].target, idle[1].name))
+            steps.append(JourneyStep(idle[1].target, idle[1].name, idle[0], JOURNEY_TIMER_CAUSE))
     phase = profile.journey
     assert phase is not None
     transition = journey.on_event(
@@ -386,7 +408,7 @@ def _journey_step(
     )
     if transition is not None:
         enter_phase(profile, transition.target, transition.name, ts)
-        steps.append((transition.target, transition.name))
+        steps.append(JourneyStep(transition.target, transition.name, ts))
     return steps
 
 

@@ -50,6 +50,7 @@ from segstream.operators.events import Change, iso_utc
 from segstream.operators.expressions import Stats
 from segstream.operators.features import (
     FeatureConfig,
+    JourneyStep,
     apply_fact,
     apply_late,
     enter_phase,
@@ -601,7 +602,7 @@ class _Run:
 
     def _publish(
         self, cause: str, event_time: float,
-        steps: list[tuple[str, str]] | None = None, before: str | None = None,
+        steps: list[JourneyStep] | None = None, before: str | None = None,
         *, journey_slots: int = 2,
     ) -> None:
         """Publish the difference between the published membership and the view.
@@ -624,11 +625,11 @@ class _Run:
         if steps and before == state.published_journey:
             previous = before
             first_slot = journey_slots - len(steps)
-            for slot, (phase, rule) in enumerate(steps, start=first_slot + 1):
-                self._change(JOURNEY, journey_segment(phase), ENTER,
+            for slot, step in enumerate(steps, start=first_slot + 1):
+                self._change(JOURNEY, journey_segment(step.phase), ENTER,
                              None if previous is None else journey_segment(previous),
-                             event_time, cause, rule, version=base + slot)
-                previous = phase
+                             step.at, step.cause or cause, step.rule, version=base + slot)
+                previous = step.phase
             state.published_journey = view.journey
         elif view.journey != state.published_journey and view.journey is not None:
             previous = state.published_journey

@@ -12,10 +12,9 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from segstream.config import load_config, load_segments
 from segstream.operators.journey import ANY, EVENT, IDLE, SNAPSHOT, Transition
 from segstream.operators.segments import SegmentsConfig
-
-from segstream.config import load_config, load_segments
 
 
 def register(subparsers: Any) -> None:

@@ -133,22 +133,24 @@ def test_idle_users_are_evicted_from_state_and_redis(
     idle = [(d["segment"], d["change"], d["cause"]) for d in docs if d["user_id"] == "idle"]
     assert idle == [
         ("journey:awareness", "enter", "idle-0"), ("journey:consideration", "enter", "idle-0"),
-        ("needs_enrichment", "enter", "idle-0"),
+        ("new_user", "enter", "idle-0"), ("needs_enrichment", "enter", "idle-0"),
         # Its session ends 30 min later: a feature snapshot (the clusterer is not warm yet).
         ("cluster:unassigned", "enter", "timer:session_end"),
-        ("journey:consideration", "exit", "timer:evict"), ("needs_enrichment", "exit", "timer:evict"),
-        ("cluster:unassigned", "exit", "timer:evict"),
+        # Eviction: the journey, the model segments, then the rules in file order.
+        ("journey:consideration", "exit", "timer:evict"), ("cluster:unassigned", "exit", "timer:evict"),
+        ("new_user", "exit", "timer:evict"), ("needs_enrichment", "exit", "timer:evict"),
     ]
     returner = [d for d in docs if d["user_id"] == "returner"]
     versions = [d["version"] for d in returner]
     assert versions == sorted(set(versions))
     assert [(d["segment"], d["change"], d["cause"]) for d in returner] == [
         ("journey:awareness", "enter", "returner-1"), ("journey:consideration", "enter", "returner-1"),
-        ("needs_enrichment", "enter", "returner-1"),
+        ("new_user", "enter", "returner-1"), ("needs_enrichment", "enter", "returner-1"),
         ("cluster:unassigned", "enter", "timer:session_end"),
-        ("journey:consideration", "exit", "timer:evict"), ("needs_enrichment", "exit", "timer:evict"),
-        ("cluster:unassigned", "exit", "timer:evict"),
-        ("journey:awareness", "enter", "returner-10805"), ("needs_enrichment", "enter", "returner-10805"),
+        ("journey:consideration", "exit", "timer:evict"), ("cluster:unassigned", "exit", "timer:evict"),
+        ("new_user", "exit", "timer:evict"), ("needs_enrichment", "exit", "timer:evict"),
+        ("journey:awareness", "enter", "returner-10805"), ("new_user", "enter", "returner-10805"),
+        ("needs_enrichment", "enter", "returner-10805"),
         ("cluster:unassigned", "enter", "timer:session_end"),  # busy's events end the session
     ]
     store = RedisStore.from_url(redis_server.url, redis_prefix)
@@ -156,8 +158,8 @@ def test_idle_users_are_evicted_from_state_and_redis(
     assert all("idle" not in members for members in store.segments().values())
     assert store.profile("returner")["events_total"] == "1"
     # Its last change is the session-end snapshot's cluster change; the snapshot
-    # also reserved the next version (for a churn-band change), and the profile
-    # carries the user's version, reserved ones included.
-    assert store.profile("returner")["version"] == str(versions[-1] + 1)
+    # also reserved the versions after it (churn band, journey, one per rule:
+    # 1 + 1 + 7), and the profile carries the user's version, reserved ones included.
+    assert store.profile("returner")["version"] == str(versions[-1] + 9)
     assert store.profile("busy")["events_total"] == "25"
     assert store.user_ids() == ["busy", "returner"]

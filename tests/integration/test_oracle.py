@@ -16,6 +16,7 @@ import orjson
 import pytest
 from bytewax.testing import run_main
 
+from segstream.config import load_segments
 from segstream.flows.segmentation import build_flow
 from segstream.operators.events import Event, iso_utc
 from segstream.operators.parse import EventParser
@@ -23,7 +24,7 @@ from segstream.services import RedisServer, TansuBroker
 from segstream.state.redis import RedisStore
 from segstream.tools.generate import generate
 from tests.integration.helpers import make_config
-from tests.oracle.batch_features import recompute
+from tests.oracle.batch_features import ORACLE_SEGMENTS, recompute
 
 pytestmark = pytest.mark.integration
 
@@ -45,8 +46,10 @@ def same(name: str, expected: object, stored: str) -> bool:
     expected = as_redis(name, expected)
     if name == "traits":
         return orjson.loads(stored) == expected
-    if isinstance(expected, bool) or isinstance(expected, str):
-        return stored == str(expected)
+    if isinstance(expected, bool):
+        return stored == ("true" if expected else "false")
+    if isinstance(expected, str):
+        return stored == expected
     if isinstance(expected, int):
         return stored == str(expected)
     if isinstance(expected, float):
@@ -75,7 +78,7 @@ def test_stream_equals_batch_oracle_on_a_shuffled_log(
                          topic_factory("out"), topic_factory("dlq")).replace(
         allowed_lateness_s=LATENESS)
     kafka_broker.produce(config.input_topics[0], [(None, line) for line in log.lines])
-    run_main(build_flow(config, tail=False))
+    run_main(build_flow(config, segments=load_segments(ORACLE_SEGMENTS), tail=False))
 
     dead = kafka_broker.read_topic(config.dlq_topic)
     assert len(dead) == len(log.lines) - len(valid)  # the malformed lines, nothing late

@@ -21,6 +21,9 @@ pytestmark = pytest.mark.integration
 T0 = datetime(2024, 5, 1, 10, tzinfo=UTC)
 
 
+DAY = 86400
+
+
 def event(user: str, name: str, second: int, **extra: Any) -> bytes:
     context: dict[str, Any] = {"device": {"type": "mobile"}}
     if user == "alice":  # alice is known: email and country, so she needs no enrichment
@@ -43,8 +46,10 @@ PROFILE_FIELDS = {
     "bounce_rate", "purchases_total", "revenue_total", "purchases_30d", "purchases_90d",
     "revenue_30d", "revenue_90d", "aov_90d", "last_purchase", "since_last_purchase_s",
     "engagement", "device", "country", "channel", "traits", "completeness",
-    "cart_abandoned_total", "rfm", "cluster", "churn_p", "churn_band", "model_version",
-    *(f"{role}_{h}" for role in ("product_view", "search", "add_to_cart", "checkout", "purchase")
+    "cart_abandoned_total", "cart_abandoned", "since_last_seen_s", "age_s", "rfm", "cluster",
+    "churn_p", "churn_band", "model_version",
+    *(f"{role}_{h}" for role in ("product_view", "search", "add_to_cart", "checkout", "purchase",
+                                 "sessions")
       for h in ("1h", "24h", "7d", "30d")),
 }
 """The profile hash fields docs/features.md documents."""
@@ -70,7 +75,11 @@ def test_scripted_journey(pipeline: Config, kafka_broker: TansuBroker, redis_ser
     alice = [event("alice", "Page Viewed", 0), event("alice", "Product Viewed", 30),
              event("alice", "Checkout Started", 60), event("alice", "Order Completed", 90, revenue=40.5),
              # 2 hours later: a new session, second purchase -> retention
-             event("alice", "Order Completed", 7290, revenue=9.5)]
+             event("alice", "Order Completed", 7290, revenue=9.5),
+             # 20 days of silence (churn_risk after 14), then she is back (win_back)
+             # and checks out 30 minutes later, inside win_back's 1 h dwell: no move.
+             event("alice", "Product Viewed", 7290 + 20 * DAY),
+             event("alice", "Checkout Started", 7290 + 20 * DAY + 1800)]
     bob = [event("bob", "Page Viewed", 5), orjson.dumps({"type": "page", "name": "Home",
                                                           "anonymousId": "bob", "timestamp": "2024-05-01T10:01:00Z",
                                                           "messageId": "bob-page"})]
@@ -81,34 +90,57 @@ def test_scripted_journey(pipeline: Config, kafka_broker: TansuBroker, redis_ser
     by_user: dict[str, list[dict]] = {}
     for doc in changes:
         by_user.setdefault(doc["user_id"], []).append(doc)
-    common = {"kind": "journey", "change": "enter", "scores": None, "model_version": None}
     a, b = microseconds(0), microseconds(5)
-    assert by_user["alice"] == [
-        {"user_id": "alice", "segment": "journey:awareness", "previous": None, "version": a + 1,
-         "event_time": "2024-05-01T10:00:00.000Z", "cause": "alice-0", "rule": "start", **common},
-        {"user_id": "alice", "segment": "journey:consideration", "previous": "journey:awareness",
-         "version": a + 2, "event_time": "2024-05-01T10:00:30.000Z", "cause": "alice-30",
-         "rule": "awareness->consideration", **common},
-        {"user_id": "alice", "segment": "journey:decision", "previous": "journey:consideration",
-         "version": a + 3, "event_time": "2024-05-01T10:01:00.000Z", "cause": "alice-60",
-         "rule": "awareness|consideration|win_back->decision", **common},
-        {"user_id": "alice", "segment": "journey:retention", "previous": "journey:decision",
-         "version": a + 4, "event_time": "2024-05-01T12:01:30.000Z", "cause": "alice-7290",
-         "rule": "decision|win_back->retention", **common},
-        # The first session ended 30 min after its last event: a feature snapshot
-        # (one user is far from the clusterer's warm-up: unassigned). Snapshots are
-        # taken on settled events, so it comes once the watermark passed it, after
-        # the retention change that was published as soon as its event came.
-        {"user_id": "alice", "segment": "cluster:unassigned", "previous": None,
-         "version": a + 5, "event_time": "2024-05-01T10:31:30.000Z", "cause": "timer:session_end",
-         "rule": "cluster", **common, "kind": "cluster", "model_version": 0},
+    journey = [(d["segment"], d["previous"], d["version"] - a, d["event_time"], d["cause"], d["rule"])
+               for d in by_user["alice"] if d["kind"] == "journey"]
+    # Versions: each event takes a block of 9 (two journey slots, one per default
+    # rule), each feature snapshot a block of 10 (cluster, churn, journey, rules):
+    # events at 0, 30, 60, 90 and 7290 take 0-45, the session-end snapshot 45-55.
+    assert journey == [
+        ("journey:awareness", None, 2, "2024-05-01T10:00:00.000Z", "alice-0", "start"),
+        ("journey:consideration", "journey:awareness", 9 + 2, "2024-05-01T10:00:30.000Z",
+         "alice-30", "awareness->consideration"),
+        ("journey:decision", "journey:consideration", 18 + 2, "2024-05-01T10:01:00.000Z",
+         "alice-60", "awareness|consideration|win_back->decision"),
+        ("journey:retention", "journey:decision", 36 + 2, "2024-05-01T12:01:30.000Z",
+         "alice-7290", "decision|win_back->retention"),
+        # 14 days after her last event, in event time; the timeline decides, so the
+        # inactivity transition comes before her return even though no watermark
+        # passed it first (her partition saw no other event in between).
+        ("journey:churn_risk", "journey:retention", 45 + 10 + 1, "2024-05-15T12:01:30.000Z",
+         "timer:journey", "inactive_14d"),
+        ("journey:win_back", "journey:churn_risk", 45 + 10 + 2, "2024-05-21T12:01:30.000Z",
+         "alice-1735290", "returned"),
+        # The checkout 30 minutes later moves nothing: win_back's minimum dwell is 1 hour.
     ]
+    assert all(d["change"] == "enter" and d["model_version"] is None and d["scores"] is None
+               for d in by_user["alice"] if d["kind"] == "journey")
+    rules = [(d["segment"], d["change"], d["version"] - a, d["cause"], d["rule"])
+             for d in by_user["alice"] if d["kind"] == "rule"]
+    assert rules == [
+        ("new_user", "enter", 2 + 6, "alice-0", "new_user"),
+        ("recent_purchaser", "enter", 27 + 2 + 5, "alice-90", "recent_purchaser"),
+        ("recent_purchaser", "exit", 55 + 2 + 5, "alice-1735290", "recent_purchaser"),
+        ("new_user", "exit", 55 + 2 + 6, "alice-1735290", "new_user"),
+    ]
+    # The first session ended 30 min after its last event: a feature snapshot (one
+    # user is far from the clusterer's warm-up: unassigned). Snapshots are taken on
+    # settled events, so it comes once the watermark passed it, after the retention
+    # change that was published as soon as its event came.
+    [cluster] = [d for d in by_user["alice"] if d["kind"] == "cluster"]
+    assert (cluster["segment"], cluster["version"] - a, cluster["cause"], cluster["model_version"]) == (
+        "cluster:unassigned", 45 + 1, "timer:session_end", 0)
+    versions = [d["version"] for d in by_user["alice"]]
+    assert versions == sorted(set(versions))
+    common = {"change": "enter", "previous": None, "scores": None, "model_version": None}
     assert by_user["bob"] == [
-        {"user_id": "bob", "segment": "journey:awareness", "previous": None, "version": b + 1,
+        {"user_id": "bob", "kind": "journey", "segment": "journey:awareness", "version": b + 2,
          "event_time": "2024-05-01T10:00:05.000Z", "cause": "bob-5", "rule": "start", **common},
-        {"user_id": "bob", "segment": "needs_enrichment", "previous": None, "version": b + 2,
+        {"user_id": "bob", "kind": "rule", "segment": "new_user", "version": b + 8,
+         "event_time": "2024-05-01T10:00:05.000Z", "cause": "bob-5", "rule": "new_user", **common},
+        {"user_id": "bob", "kind": "rule", "segment": "needs_enrichment", "version": b + 9,
          "event_time": "2024-05-01T10:00:05.000Z", "cause": "bob-5", "rule": "needs_enrichment",
-         **common, "kind": "rule"},
+         **common},
     ]
 
     store = RedisStore.from_url(redis_server.url, pipeline.redis_prefix)
@@ -121,22 +153,26 @@ def test_scripted_journey(pipeline: Config, kafka_broker: TansuBroker, redis_ser
         "revenue_total", "first_seen", "last_seen", "session_events", "purchase_24h",
         "product_view_1h", "aov_90d", "device", "country", "channel", "traits", "completeness",
         "last_purchase", "since_last_purchase_s", "bounce_rate", "rfm")} == {
-        "journey": "retention", "segments": "[]", "version": str(a + 6), "events_total": "5",
-        "sessions_total": "2", "purchases_total": "2", "revenue_total": "50.0",
-        "first_seen": "2024-05-01T10:00:00.000Z", "last_seen": "2024-05-01T12:01:30.000Z",
-        "session_events": "1", "purchase_24h": "2", "product_view_1h": "0", "aov_90d": "25.0",
+        # The version also counts the blocks the end of the input took when it
+        # settled her last events: session 2's end snapshot (10) and the
+        # inactivity timer on the settled profile (9), after the checkout's block.
+        "journey": "win_back", "segments": "[]", "version": str(a + 73 + 10 + 9), "events_total": "7",
+        "sessions_total": "3", "purchases_total": "2", "revenue_total": "50.0",
+        "first_seen": "2024-05-01T10:00:00.000Z", "last_seen": "2024-05-21T12:31:30.000Z",
+        "session_events": "2", "purchase_24h": "0", "product_view_1h": "1", "aov_90d": "25.0",
         "device": "mobile", "country": "DE", "channel": "newsletter",
         "traits": '{"email":"alice@example.com"}', "completeness": "1.0",
-        "last_purchase": "2024-05-01T12:01:30.000Z", "since_last_purchase_s": "0.0",
-        "bounce_rate": "0.5", "rfm": "333",  # a lone buyer is the median of every dimension
+        "last_purchase": "2024-05-01T12:01:30.000Z", "since_last_purchase_s": "1729800.0",
+        "bounce_rate": "0.3333333333333333", "rfm": "333",  # a lone buyer is the median of all
     }
     assert {k: alice_profile[k] for k in ("cluster", "churn_p", "churn_band", "model_version")} == {
         "cluster": "unassigned", "churn_p": "", "churn_band": "", "model_version": "0"}
     assert store.profile("bob")["events_total"] == "2"
-    assert store.profile("bob")["segments"] == '["needs_enrichment"]'
+    assert store.profile("bob")["segments"] == '["needs_enrichment","new_user"]'
     # Emptied sets disappear in Redis, so only non-empty segments remain.
-    assert store.segments() == {"journey:retention": {"alice"}, "journey:awareness": {"bob"},
-                                "needs_enrichment": {"bob"}, "cluster:unassigned": {"alice"}}
+    assert store.segments() == {"journey:win_back": {"alice"}, "journey:awareness": {"bob"},
+                                "needs_enrichment": {"bob"}, "new_user": {"bob"},
+                                "cluster:unassigned": {"alice"}}
     assert kafka_broker.read_topic(pipeline.dlq_topic) == []
 
 

@@ -16,6 +16,8 @@ import pytest
 from segstream.services import RedisServer, TansuBroker, free_port
 from segstream.state.redis import RedisStore
 
+from tests.oracle.batch_features import ORACLE_SEGMENTS
+
 from .helpers import change_docs, make_config, start_worker, wait_processed, worker_env
 
 pytestmark = pytest.mark.integration
@@ -89,7 +91,12 @@ def test_sigkill_mid_stream_then_resume(kafka_broker: TansuBroker, redis_server:
 
     kafka_broker.produce(input_topic, first)
     port = free_port()
-    env = worker_env(crashy, tmp_path / "recovery", metrics_port=port, snapshot_interval_s=0.3)
+    # Journey and rule changes are compared exactly: with segments that depend on
+    # the user's own events only (the default file also has a rule on a population
+    # statistic and a transition on churn_p, which depend on the other users).
+    own_only = {"SEGSTREAM_SEGMENTS_FILE": str(ORACLE_SEGMENTS)}
+    env = worker_env(crashy, tmp_path / "recovery", metrics_port=port,
+                     snapshot_interval_s=0.3) | own_only
     worker = start_worker(env, log=tmp_path / "worker.log")
     try:
         wait_processed(port, len(first), worker)
@@ -114,7 +121,7 @@ def test_sigkill_mid_stream_then_resume(kafka_broker: TansuBroker, redis_server:
 
     resumed = start_worker(env, "--until-end", log=tmp_path / "worker.log")
     assert resumed.wait(120) == 0, (tmp_path / "worker.log").read_text()[-3000:]
-    uninterrupted = start_worker(worker_env(clean, tmp_path / "recovery-clean"), "--until-end",
+    uninterrupted = start_worker(worker_env(clean, tmp_path / "recovery-clean") | own_only, "--until-end",
                                  log=tmp_path / "clean.log")
     assert uninterrupted.wait(120) == 0, (tmp_path / "clean.log").read_text()[-3000:]
 
