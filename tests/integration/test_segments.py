@@ -1,0 +1,147 @@
+"""Segments as configuration, end to end: a custom file, renamed events, statistics across processes."""
+
+from __future__ import annotations
+
+import signal
+import statistics
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import orjson
+import pytest
+
+from segstream.services import RedisServer, TansuBroker, free_port
+from segstream.state.redis import RedisStore
+from segstream.tools.demo import processed, scrape
+
+from .helpers import change_docs, make_config, start_worker, worker_env
+
+pytestmark = pytest.mark.integration
+
+T0 = datetime(2024, 5, 1, 10, 0, tzinfo=UTC)
+
+CUSTOM = """
+# A shop whose events are named its own way (see SEGSTREAM_TAXONOMY_* below).
+[journey]
+states = ["visitor", "shopper", "customer"]
+initial = "visitor"
+
+[[journey.transitions]]
+name = "first_basket"
+from = "visitor"
+to = "shopper"
+on = "add_to_cart"
+
+[[journey.transitions]]
+name = "first_order"
+from = ["visitor", "shopper"]
+to = "customer"
+on = "purchase"
+
+[rules.big_spender]
+description = "spent more than 100"
+when = "revenue_total > 100"
+
+[rules.above_median]
+description = "spent more than the median buyer, over all processes"
+when = "revenue_total > p50(revenue_total)"
+
+[settings]
+min_population = 1
+"""
+
+
+def doc(user: str, name: str, second: int, revenue: float = 0.0) -> bytes:
+    stamp = (T0 + timedelta(seconds=second)).isoformat().replace("+00:00", "Z")
+    return orjson.dumps({"type": "track", "event": name, "userId": user,
+                         "messageId": f"{user}-{second}", "timestamp": stamp,
+                         "properties": {"revenue": revenue}})
+
+
+def test_custom_segments_file_and_statistics_across_two_processes(
+    kafka_broker: TansuBroker, redis_server: RedisServer, topic_factory: Callable[..., str],
+    redis_prefix: str, tmp_path: Path,
+) -> None:
+    """Scenario: a custom segments file and renamed events, two processes on two partitions.
+
+    We expect the custom journey and rules to work without code changes
+    (renamed events mapped by the taxonomy alone), and each process's
+    population statistics to cover both processes' users: the number of buyers
+    and their mean revenue equal a batch computation over the Redis profiles.
+    """
+    segments_file = tmp_path / "shop.toml"
+    segments_file.write_text(CUSTOM)
+    config = make_config(kafka_broker, redis_server.url, redis_prefix,
+                         topic_factory("in", partitions=2), topic_factory("out"), topic_factory("dlq"))
+    users = [f"u{i}" for i in range(40)]
+    log = []
+    for i, user in enumerate(users):
+        log.append((user.encode(), doc(user, "basket_add", i)))
+        if i % 4:  # three users in four buy, for 10..390
+            log.append((user.encode(), doc(user, "order_paid", 100 + i, revenue=10.0 * i)))
+    sent = kafka_broker.produce(config.input_topics[0], log)
+    port = free_port()
+    env = worker_env(config, "", metrics_port=port) | {
+        "SEGSTREAM_SEGMENTS_FILE": str(segments_file),
+        "SEGSTREAM_TAXONOMY_ADD_TO_CART": "basket_add",
+        "SEGSTREAM_TAXONOMY_PURCHASE": "order_paid",
+        "SEGSTREAM_POPULATION_SYNC_S": "0.3",
+    }
+    check = subprocess_check(segments_file, env)
+    assert "visitor -> shopper  on add_to_cart  [first_basket]" in check
+    addresses = f"127.0.0.1:{free_port()},127.0.0.1:{free_port()}"
+    workers = [start_worker(env, "-i", str(i), "-a", addresses, log=tmp_path / f"p{i}.log")
+               for i in range(2)]
+    try:
+        deadline = time.monotonic() + 60
+        while sum(processed(scrape(port + i)) for i in range(2)) < sent:
+            assert time.monotonic() < deadline, "the workers did not take every event"
+            assert all(w.poll() is None for w in workers), "a worker exited"
+            time.sleep(0.1)
+        store = RedisStore.from_url(redis_server.url, redis_prefix)
+        revenues = [float(store.profile(u)["revenue_total"]) for u in users]
+        buyers = [r for r in revenues if r > 0]
+        # Every process sees every buyer, its own live and the other's through Redis.
+        time.sleep(1.0)  # three exchanges
+        for i in range(2):
+            samples = scrape(port + i)
+            stat = {k.split("statistic=")[1].rstrip("}"): v for k, v in samples.items()
+                    if k.startswith("segstream_population_statistic{feature=revenue_total")}
+            assert stat["users"] == len(buyers), (i, stat)
+            assert stat["mean"] == pytest.approx(statistics.fmean(buyers), rel=1e-9)
+            assert stat["std"] == pytest.approx(statistics.pstdev(buyers), rel=1e-9)
+        summary = store.population_info()["revenue_total"]
+        assert summary["users"] == len(buyers)
+        # Both processes' /metrics count their own members; together, every user.
+        members = sum(scrape(port + i).get("segstream_segment_members{kind=journey,segment=journey:customer}",
+                                           0.0) for i in range(2))
+        assert members == len(buyers)
+    finally:
+        for worker in workers:
+            worker.send_signal(signal.SIGTERM)
+        for worker in workers:
+            assert worker.wait(30) == 0
+    changes = change_docs(kafka_broker.read_topic(config.output_topic))
+    journey = {(c["user_id"], c["segment"], c["rule"]) for c in changes if c["kind"] == "journey"}
+    assert ("u0", "journey:shopper", "first_basket") in journey
+    assert ("u1", "journey:customer", "first_order") in journey
+    spenders = {c["user_id"] for c in changes if c["segment"] == "big_spender" and c["change"] == "enter"}
+    assert spenders == {u for u, r in zip(users, revenues, strict=True) if r > 100}
+    assert all(c["kind"] == "rule" and c["rule"] == "big_spender"
+               for c in changes if c["segment"] == "big_spender")
+    assert store.members("journey:customer") == {u for u, r in zip(users, revenues, strict=True) if r}
+    assert any(c["segment"] == "above_median" for c in changes)
+    store.close()
+
+
+def subprocess_check(segments_file: Path, env: dict[str, str]) -> str:
+    """Run `segstream check-config` on the file, as an operator would before deploying it."""
+    import subprocess  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+
+    proc = subprocess.run([sys.executable, "-m", "segstream.cli", "check-config", str(segments_file)],
+                          env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
