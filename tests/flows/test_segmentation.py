@@ -272,3 +272,22 @@ def test_eviction_metrics_and_discarded_state() -> None:
     assert {(c["user_id"], c["segment"]) for c in exits} == {
         ("idle", "journey:consideration"), ("idle", "needs_enrichment"), ("idle", "new_user"),
         ("idle", "cluster:unassigned")}
+
+
+def test_transitions_and_members_are_counted() -> None:
+    """Journey transitions count by (from, to); member gauges follow enters and exits."""
+    from segstream.metrics import JOURNEY_TRANSITIONS, SEGMENT_MEMBERS  # noqa: PLC0415
+
+    def transitions(left: str, entered: str) -> float:
+        return JOURNEY_TRANSITIONS.labels(left, entered)._value.get()
+
+    def members(kind: str, segment: str) -> float:
+        return SEGMENT_MEMBERS.labels(kind, segment)._value.get()
+
+    before = {key: transitions(*key) for key in (("", "awareness"), ("decision", "retention"))}
+    in_decision, in_retention = members("journey", "journey:decision"), members("journey", "journey:retention")
+    run_flow(messages(JOURNEY))
+    assert transitions("", "awareness") - before["", "awareness"] == 1
+    assert transitions("decision", "retention") - before["decision", "retention"] == 1
+    assert members("journey", "journey:decision") == in_decision  # entered, then left
+    assert members("journey", "journey:retention") - in_retention == 1

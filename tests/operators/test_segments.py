@@ -239,3 +239,16 @@ def test_minimum_dwell_in_win_back_through_the_user_step() -> None:
     assert journey_changes(early) == []  # 30 min into win_back's 1 h dwell
     later = logic.on_items([event("Checkout Started", back + 7200, "c2")])
     assert [s for s, *_ in journey_changes(later)] == ["journey:decision"]
+
+
+def test_a_rule_removed_from_the_file_is_left_on_the_next_event() -> None:
+    """A changed segments file applies on restart: members of a removed rule leave on their next event."""
+    before = user_config('[rules.old]\nwhen = "events_total >= 1"\n')
+    logic = UserLogic(before)
+    assert rule_changes(logic.on_items([event("Page Viewed", T0, "e1")]), "old") == [("enter", "e1")]
+    after = user_config('[rules.new]\nwhen = "events_total >= 1"\n')
+    resumed = UserLogic(after, logic.snapshot())
+    updates = resumed.on_items([event("Page Viewed", T0 + 60, "e2")])
+    assert rule_changes(updates, "old") == [("exit", "e2")]
+    assert rule_changes(updates, "new") == [("enter", "e2")]
+    assert [c.rule for u in updates for c in u.changes if c.segment == "old"] == ["removed"]
