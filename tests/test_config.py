@@ -5,12 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from segstream.operators.features import CartTrigger, expression_schema
+from segstream.operators.journey import DEFAULT_JOURNEY, JourneyConfig
 
-from segstream.operators.features import CartTrigger
 from segstream.config import DEFAULT_SEGMENTS_FILE, Config, describe, load_config, load_segments
 from segstream.errors import ConfigError
-from segstream.operators.features import expression_schema
-from segstream.operators.journey import DEFAULT_JOURNEY, JourneyConfig
 
 
 def write(tmp_path: Path, text: str, name: str = "segstream.toml") -> Path:
@@ -157,3 +156,21 @@ def test_describe_lists_every_setting_with_env_name() -> None:
     assert rows["brokers"][1] == "SEGSTREAM_BROKERS"
     assert set(rows) == set(Config.__dataclass_fields__)
     assert all(row[3] for row in rows.values())
+
+
+def test_check_config_prints_the_machine_or_the_error(tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """`segstream check-config FILE`: 0 and a listing, or 2 naming file, line and setting."""
+    from segstream.cli import main  # noqa: PLC0415
+
+    assert main(["check-config", str(DEFAULT_SEGMENTS_FILE)]) == 0
+    listing = capsys.readouterr().out
+    assert "any phase -> churn_risk  after 14d without events (event-time timer)  [inactive_14d]" in listing
+    assert "high_value: order value above the population mean + 2 SD (buyers)" in listing
+    bad = DEFAULT_SEGMENTS_FILE.read_text().replace('when = "purchases_30d > 5"',
+                                                    'when = "purchases_30d >> 5"')
+    path = write(tmp_path, bad, "bad.toml")
+    assert main(["check-config", str(path)]) == 2
+    error = capsys.readouterr().err
+    line = bad.splitlines().index('when = "purchases_30d >> 5"') + 1
+    assert f"bad.toml:{line}: rules.loyal.when: column 16: expected a value" in error

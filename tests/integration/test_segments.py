@@ -11,9 +11,9 @@ from pathlib import Path
 
 import orjson
 import pytest
+from segstream.state.redis import RedisStore
 
 from segstream.services import RedisServer, TansuBroker, free_port
-from segstream.state.redis import RedisStore
 from segstream.tools.demo import processed, scrape
 
 from .helpers import change_docs, make_config, start_worker, worker_env

@@ -7,7 +7,6 @@ import statistics
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
 from segstream.operators.population import Population
 
 values = st.floats(min_value=-1e6, max_value=1e6, allow_nan=False).map(lambda v: round(v, 6))

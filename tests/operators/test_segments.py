@@ -7,8 +7,6 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from segstream.errors import ConfigError, ExpressionError
 from segstream.operators.event_time import Stamped
 from segstream.operators.events import Event, iso_utc
 from segstream.operators.features import FeatureConfig
@@ -16,6 +14,8 @@ from segstream.operators.parse import EventParser
 from segstream.operators.population import Population
 from segstream.operators.segments import DEFAULT_SEGMENTS_FILE, load_segments_text
 from segstream.operators.user import UserConfig, UserLogic, UserUpdate
+
+from segstream.errors import ConfigError, ExpressionError
 
 DAY = 86400.0
 T0 = 1714557600.0
@@ -131,7 +131,8 @@ def test_a_bad_condition_names_file_line_column_and_the_unknown_feature() -> Non
         "mine.toml", line, 23, "rules.loyal.when")
     assert "unknown name 'revnue_30d'; did you mean revenue_30d" in str(info.value)
     bad_op = JOURNEY + '\n[rules.x]\nwhen = "events_total => 1"\n'
-    with pytest.raises(ExpressionError, match=r"mine.toml:11: rules.x.when: column 14: unexpected character '='"):
+    expected = r"mine.toml:11: rules.x.when: column 14: unexpected character '='"
+    with pytest.raises(ExpressionError, match=expected):
         load_segments_text(bad_op, "mine.toml")
 
 
