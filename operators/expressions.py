@@ -195,14 +195,19 @@ class _Parser:
             left = Node(kind, token.text, (left, right), takes)
         return left
 
-    def negation(self) -> Node:
-        token = self.take("not")
+    def prefix(self, op: str, operand: Callable[[], Node], itself: Callable[[], Node], kind: str,
+               takes: str, what: str) -> Node:
+        """Parse ``op`` applied (right-associatively) to a value of type ``takes``, or ``operand``."""
+        token = self.take(op)
         if token is None:
-            return self.comparison()
-        inner = self.negation()
-        if inner.type != BOOL:
-            self.fail(token.column, f"'not' takes a true/false value, not a {inner.type}")
-        return Node("not", None, (inner,), BOOL)
+            return operand()
+        inner = itself()
+        if inner.type != takes:
+            self.fail(token.column, f"'{op}' takes {what}, not a {inner.type}")
+        return Node(kind, None, (inner,), takes)
+
+    def negation(self) -> Node:
+        return self.prefix("not", self.comparison, self.negation, "not", BOOL, "a true/false value")
 
     def comparison(self) -> Node:
         left = self.sum()
@@ -227,13 +232,7 @@ class _Parser:
         return self.chain(("*", "/"), self.unary, "arith", NUMBER, "takes numbers")
 
     def unary(self) -> Node:
-        token = self.take("-")
-        if token is None:
-            return self.atom()
-        inner = self.unary()
-        if inner.type != NUMBER:
-            self.fail(token.column, f"'-' takes a number, not a {inner.type}")
-        return Node("neg", None, (inner,), NUMBER)
+        return self.prefix("-", self.atom, self.unary, "neg", NUMBER, "a number")
 
     def atom(self) -> Node:
         token = self.peek()

@@ -56,8 +56,6 @@ CONTEXT_ATTRIBUTES = ("device", "country", "channel")
 """Profile context fields that ``required_attributes`` may name besides traits."""
 
 PURCHASE_SLOT = ROLE_SLOTS["purchase"]
-CART_ABANDONER = "cart_abandoner"
-NEEDS_ENRICHMENT = "needs_enrichment"
 
 
 JOURNEY_TIMER_CAUSE = "timer:journey"
@@ -235,16 +233,6 @@ def completeness(profile: Profile, required: tuple[str, ...]) -> float:
     return present / len(required)
 
 
-def rule_segments(profile: Profile, config: FeatureConfig) -> list[str]:
-    """Rule segments this state decides, sorted (``cart_abandoner``, ``needs_enrichment``)."""
-    segments = []
-    if profile.cart_member:
-        segments.append(CART_ABANDONER)
-    if completeness(profile, config.required_attributes) < 1.0:
-        segments.append(NEEDS_ENRICHMENT)
-    return segments
-
-
 def features(profile: Profile, config: FeatureConfig, at: float | None = None) -> dict[str, Any]:
     """Every feature of ``docs/features.md``, taken at time ``at`` (default ``last_seen``).
 
@@ -419,15 +407,13 @@ def enter_phase(profile: Profile, phase: str, rule: str, at: float) -> None:
     profile.journey_since = at
 
 
-def fire_journey_timer(profile: Profile, config: FeatureConfig) -> tuple[float, str] | None:
+def fire_journey_timer(profile: Profile, config: FeatureConfig) -> None:
     """Take the inactivity transition that is due (the watermark passed its deadline)."""
     if profile.journey is None or profile.last_seen is None:
-        return None
+        return
     idle = config.journey.idle_deadline(profile.journey, profile.journey_since, profile.last_seen)
-    if idle is None:
-        return None
-    enter_phase(profile, idle[1].target, idle[1].name, idle[0])
-    return idle[0], idle[1].name
+    if idle is not None:
+        enter_phase(profile, idle[1].target, idle[1].name, idle[0])
 
 
 MODEL_FIELDS = ("cluster", "churn_p", "churn_band")
@@ -480,10 +466,13 @@ def _numeric_features(layout: WindowLayout) -> list[str]:
     ]
 
 
-def expression_values(profile: Profile, config: FeatureConfig, at: float | None = None
-                      ) -> dict[str, Any]:
-    """Return what expressions read of a profile at time ``at``: features, phase, models, traits."""
-    values = features(profile, config, at)
+def expression_values(profile: Profile, config: FeatureConfig, at: float | None = None, *,
+                      taken: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Return what expressions read of a profile at time ``at``: features, phase, models, traits.
+
+    ``taken``: the profile's :func:`features` at ``at``, when already computed.
+    """
+    values = features(profile, config, at) if taken is None else dict(taken)
     for name, value in values.pop("traits").items():
         values[f"traits.{name}"] = value
     values["journey"] = profile.journey

@@ -35,8 +35,7 @@ True
 
 from __future__ import annotations
 
-import difflib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,7 +43,7 @@ from segstream.operators.expressions import Expression, Stats, parse
 from segstream.operators.taxonomy import ROLES
 from segstream.operators.windows import parse_duration
 
-from segstream.errors import ConfigError
+from segstream.errors import ConfigError, suggest
 
 ANY = "*"
 """In ``from``: any phase but the target. In ``on``: any event."""
@@ -231,12 +230,6 @@ class JourneyConfig:
             for i, raw in enumerate(raw_transitions)
         )
         return cls(states=tuple(states), initial=str(initial), transitions=transitions, dwell=dwell)
-
-
-def suggest(name: str, candidates: Sequence[str] | set[str] | frozenset[str]) -> str:
-    """Return ``"; did you mean 'x'?"`` for the closest candidate, or ``""``."""
-    close = difflib.get_close_matches(name, list(candidates), n=1, cutoff=0.6)
-    return f"; did you mean {close[0]!r}?" if close else ""
 
 
 def str_list(raw: Any, field: str, source: str) -> list[str]:

@@ -56,10 +56,10 @@ from segstream.operators.features import (
     expression_schema,
     time_dependent_names,
 )
-from segstream.operators.journey import JourneyConfig, duration, suggest
+from segstream.operators.journey import JourneyConfig, duration
 from segstream.operators.windows import WindowLayout
 
-from segstream.errors import ConfigError
+from segstream.errors import ConfigError, suggest
 
 DEFAULT_RECHECK_S = 3600.0
 DEFAULT_MIN_POPULATION = 100

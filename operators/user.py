@@ -508,7 +508,7 @@ class _Run:
         if journey.reads_models and settled.journey is not None:
             transition = journey.at_snapshot(
                 settled.journey, settled.journey_since, at,
-                expression_values(settled, self.config.features, at), self._stats())
+                expression_values(settled, self.config.features, at, taken=values), self._stats())
             if transition is not None:
                 enter_phase(settled, transition.target, transition.name, at)
         if state.pending:

@@ -29,7 +29,6 @@ did you mean 'SEGSTREAM_BROKERS'?
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import os
 import tomllib
 from collections.abc import Callable, Mapping
@@ -37,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from segstream.errors import ConfigError
+from segstream.errors import ConfigError, suggest
 from segstream.operators.features import DEFAULT_HORIZONS
 from segstream.operators.segments import DEFAULT_SEGMENTS_FILE, SegmentsConfig, load_segments_text
 from segstream.operators.taxonomy import DEFAULT_TAXONOMY, ROLES, Taxonomy
@@ -307,9 +306,6 @@ _PARSERS: dict[str, Callable[[Any, str, str], Any]] = {
 _FIELDS = {f.name: f for f in dataclasses.fields(Config)}
 
 
-def _suggest(name: str, candidates: list[str]) -> str:
-    close = difflib.get_close_matches(name, candidates, n=1, cutoff=0.6)
-    return f"; did you mean {close[0]!r}?" if close else ""
 
 
 def _parse_taxonomy(raw: Any, source: str, base: Taxonomy) -> Taxonomy:
@@ -321,7 +317,7 @@ def _parse_taxonomy(raw: Any, source: str, base: Taxonomy) -> Taxonomy:
         if role not in ROLES:
             raise ConfigError(
                 field_name, source,
-                f"unknown role{_suggest(role, list(ROLES))} (roles: {', '.join(ROLES)})",
+                f"unknown role{suggest(role, list(ROLES))} (roles: {', '.join(ROLES)})",
             )
         roles[role] = _parse_str_list(names, field_name, source)
     return Taxonomy.build(roles, source=source)
@@ -367,7 +363,7 @@ def load_config(
             elif key in _FIELDS:
                 _apply(values, key, raw, source)
             else:
-                raise ConfigError(key, source, "unknown setting" + _suggest(key, list(_FIELDS)))
+                raise ConfigError(key, source, "unknown setting" + suggest(key, list(_FIELDS)))
 
     env_taxonomy: dict[str, str] = {}
     for var, raw in env.items():
@@ -383,7 +379,7 @@ def load_config(
         else:
             known = [ENV_PREFIX + n.upper() for n in _FIELDS if n != "taxonomy"]
             known += [f"{ENV_PREFIX}TAXONOMY_{r.upper()}" for r in ROLES]
-            raise ConfigError(var, "environment", "unknown setting" + _suggest(var, known))
+            raise ConfigError(var, "environment", "unknown setting" + suggest(var, known))
     if env_taxonomy:
         taxonomy = _parse_taxonomy(env_taxonomy, "environment", taxonomy)
 

@@ -7,6 +7,19 @@ at start-up, naming the field) and for bugs or broken infrastructure.
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
+
+
+def suggest(name: str, candidates: Iterable[str]) -> str:
+    """Return ``"; did you mean 'x'?"`` for the closest candidate, or ``""`` (for error messages).
+
+    >>> suggest("stats", ["states", "initial"])
+    "; did you mean 'states'?"
+    """
+    close = difflib.get_close_matches(name, list(candidates), n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
 
 class SegstreamError(Exception):
     """Root of every error segstream raises on purpose."""

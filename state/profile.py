@@ -38,14 +38,6 @@ STATE_FORMAT = 4
 NO_WATERMARK = float("-inf")
 """Watermark of a user that has seen none yet."""
 
-HEADLINE_FEATURES = (
-    "events_total",
-    "sessions_total",
-    "purchases_total",
-    "revenue_total",
-)
-"""Numeric profile features with the names DESIGN.md fixes; journey guards may read them."""
-
 TraitValue = str | int | float | bool
 
 
@@ -137,14 +129,6 @@ class Profile:
         clone.traits = dict(self.traits)
         clone.recent_views = self.recent_views[:]
         return clone
-
-    def headline(self) -> dict[str, float]:
-        """Return the headline features journey guards read.
-
-        >>> Profile(events_total=3).headline()["events_total"]
-        3.0
-        """
-        return {name: float(getattr(self, name)) for name in HEADLINE_FEATURES}
 
 
 @dataclass(slots=True)
