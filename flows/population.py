@@ -61,7 +61,7 @@ class PopulationSync:
         return self
 
     def stop(self) -> None:
-        """Stop syncing, after one last exchange."""
+        """Stop syncing and wait for the thread (its key in Redis expires on its own)."""
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(15)
