@@ -16,8 +16,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from bytewax.connectors.kafka import KafkaSource, _list_parts
+from bytewax.connectors.kafka import (
+    KafkaError,
+    KafkaSource,
+    KafkaSourceMessage,
+    _KafkaSourcePartition,
+    _list_parts,
+)
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
+from confluent_kafka import KafkaError as ConfluentKafkaError
 from confluent_kafka import KafkaException, Producer
 from confluent_kafka.admin import AdminClient
 from segstream.operators.events import iso_utc
@@ -47,11 +54,22 @@ class OutMessage:
     headers: list[tuple[str, bytes]] = field(default_factory=list)
 
 
-class _SegstreamKafkaSource(KafkaSource):
-    """KafkaSource whose partition listing gets only client-level settings.
+END_GRACE_S = 0.5
+"""How long a bounded run's partition must stay at its end before the source stops reading it."""
 
-    Bytewax passes the consumer settings to its AdminClient too, which makes
-    librdkafka warn about every consumer-only property at start-up.
+
+class _SegstreamKafkaSource(KafkaSource):
+    """KafkaSource with two changes.
+
+    - Its partition listing gets only client-level settings: Bytewax passes the
+      consumer settings to its AdminClient too, which makes librdkafka warn
+      about every consumer-only property at start-up.
+    - A bounded run (``tail=False``) stops reading a partition once it has stayed
+      at its end for :data:`END_GRACE_S`, not at the first end-of-partition
+      event: a broker can report an end that more data then follows (Tansu
+      did, in a fetch response, and a bounded two-process run lost the rest of
+      a partition), and Bytewax's partition also drops the messages that come
+      after the event in the same batch.
     """
 
     def __init__(self, *args: object, admin_config: dict[str, str], **kwargs: object) -> None:
@@ -62,6 +80,43 @@ class _SegstreamKafkaSource(KafkaSource):
         client = AdminClient(self._admin_config)
         client.poll(0)
         return list(_list_parts(client, self._topics))
+
+    def build_part(self, step_id: str, for_part: str, resume_state: int | None
+                   ) -> _KafkaSourcePartition:
+        part = super().build_part(step_id, for_part, resume_state)
+        part.__class__ = _PatientPartition
+        return part
+
+
+class _PatientPartition(_KafkaSourcePartition):
+    """A source partition that ends only after it stayed at its end for :data:`END_GRACE_S`."""
+
+    _end_since: float | None = None
+
+    def next_batch(self) -> list[KafkaSourceMessage[bytes | None, bytes | None]
+                                  | KafkaError[bytes | None, bytes | None]]:
+        if self._end_since is not None and time.monotonic() - self._end_since >= END_GRACE_S:
+            raise StopIteration
+        batch: list[KafkaSourceMessage[bytes | None, bytes | None]
+                    | KafkaError[bytes | None, bytes | None]] = []
+        for msg in self._consumer.consume(self._batch_size, 0.001):
+            error = msg.error()
+            if error is not None and error.code() == ConfluentKafkaError._PARTITION_EOF:  # noqa: SLF001
+                if self._end_since is None:
+                    self._end_since = time.monotonic()
+                continue
+            self._end_since = None
+            if error is not None and self._raise_on_errors:
+                msg_text = f"error consuming from Kafka topic {self._topic!r}: {error}"
+                raise RuntimeError(msg_text)
+            message = KafkaSourceMessage(
+                key=msg.key(), value=msg.value(), topic=msg.topic(), headers=msg.headers() or [],
+                latency=msg.latency(), offset=msg.offset(), partition=msg.partition(),
+                timestamp=msg.timestamp(),
+            )
+            batch.append(message if error is None else KafkaError(error, message))
+            self._offset = msg.offset() + 1
+        return batch
 
 
 def consumer_settings(config: Config) -> dict[str, str]:

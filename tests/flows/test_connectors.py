@@ -1,0 +1,79 @@
+"""The source's end of a bounded run: a partition ends only once it stayed at its end."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from confluent_kafka import KafkaError as ConfluentKafkaError
+from segstream.flows import connectors
+from segstream.flows.connectors import END_GRACE_S, _PatientPartition
+
+
+class _Message:
+    def __init__(self, offset: int | None, error: ConfluentKafkaError | None = None) -> None:
+        self._offset, self._error = offset, error
+
+    def error(self) -> ConfluentKafkaError | None:
+        return self._error
+
+    def key(self) -> bytes:
+        return b"k"
+
+    def value(self) -> bytes:
+        return b"v%d" % (self._offset or 0)
+
+    def topic(self) -> str:
+        return "t"
+
+    def partition(self) -> int:
+        return 0
+
+    def offset(self) -> int | None:
+        return self._offset
+
+    def headers(self) -> None:
+        return None
+
+    def latency(self) -> None:
+        return None
+
+    def timestamp(self) -> tuple[int, int]:
+        return (1, 0)
+
+
+END = _Message(None, ConfluentKafkaError(ConfluentKafkaError._PARTITION_EOF))  # noqa: SLF001
+
+
+class _Consumer:
+    """Hands out prepared ``consume`` results: a stand-in for librdkafka's batching only."""
+
+    def __init__(self, batches: list[list[_Message]]) -> None:
+        self.batches = batches
+
+    def consume(self, _size: int, _timeout: float) -> list[_Message]:
+        return self.batches.pop(0) if self.batches else []
+
+
+def partition(batches: list[list[_Message]]) -> Any:
+    part = _PatientPartition.__new__(_PatientPartition)
+    part._consumer, part._batch_size, part._raise_on_errors = _Consumer(batches), 100, False
+    part._topic, part._offset = "t", 0
+    return part
+
+
+def test_an_end_that_more_data_follows_does_not_stop_the_partition(monkeypatch: pytest.MonkeyPatch) -> None:
+    now = [0.0]
+    monkeypatch.setattr(connectors.time, "monotonic", lambda: now[0])
+    part = partition([[_Message(0), END, _Message(1)], [END], [], [_Message(2), END]])
+    assert [m.offset for m in part.next_batch()] == [0, 1]  # nothing after the end is dropped
+    assert part.next_batch() == []
+    now[0] += END_GRACE_S / 2
+    assert part.next_batch() == []
+    assert [m.offset for m in part.next_batch()] == [2]  # more came: the end was not the end
+    now[0] += END_GRACE_S / 2
+    assert part.next_batch() == []  # the new end has not lasted long enough
+    now[0] += END_GRACE_S
+    with pytest.raises(StopIteration):
+        part.next_batch()
+    assert part.snapshot() == 3  # resume after the last message
