@@ -36,7 +36,6 @@ from segstream.operators.features import FeatureConfig
 from segstream.operators.models import ModelConfig, ModelEvent, ModelHub
 from segstream.operators.parse import EventParser
 from segstream.operators.population import Population
-from segstream.operators.rfm import RfmInputs
 from segstream.operators.user import UserConfig, UserLogic, UserUpdate, memberships
 from segstream.operators.windows import WindowLayout
 from segstream.state.profile import UserState
@@ -218,7 +217,7 @@ class _ParseStep(StatefulBatchLogic[SourceItem, "Stamped | Rejected", float]):
 
 
 class _UserStep(UserLogic, StatefulBatchLogic["Stamped | Tick", UserUpdate, bytes]):
-    """Bytewax face of :class:`UserLogic`; keeps its worker's timer wheel and RFM population.
+    """Bytewax face of :class:`UserLogic`; keeps its worker's timer wheel.
 
     One object per user, which is also the user's entry in the timer wheel
     (``deadline``, ``clock``): a separate shim, wheel entry and key string cost
@@ -235,7 +234,6 @@ class _UserStep(UserLogic, StatefulBatchLogic["Stamped | Tick", UserUpdate, byte
         """The partition whose watermark fires ``deadline`` (the wheel keeps it)."""
         super().__init__(config, resume)
         USERS_IN_STATE.inc()
-        worker.population.replace(None, self.rfm)
         self._schedule()
 
     def on_resume(self, state: UserState) -> None:
@@ -248,8 +246,7 @@ class _UserStep(UserLogic, StatefulBatchLogic["Stamped | Tick", UserUpdate, byte
             if isinstance(item, Stamped):
                 # The partition's watermark after this event.
                 observe(item.clock, max(item.watermark, item.event.timestamp - lateness))
-        rfm = self.rfm
-        return self._done(self.on_items(values), rfm)
+        return self._done(self.on_items(values))
 
     def on_eof(self) -> tuple[list[UserUpdate], bool]:
         # End of a bounded input: settle to the latest watermark of the user's
@@ -259,23 +256,17 @@ class _UserStep(UserLogic, StatefulBatchLogic["Stamped | Tick", UserUpdate, byte
         watermark = self.worker.wheel.watermarks.get(self.clock)
         if watermark is None or watermark <= self.deadline:
             return [], StatefulBatchLogic.RETAIN
-        return self._done(self.on_watermark(watermark), self.rfm)
+        return self._done(self.on_watermark(watermark))
 
     def snapshot(self) -> bytes:
         snap = UserLogic.snapshot(self)
         assert snap is not None, "an evicted user's logic is discarded, never snapshotted"
         return snap
 
-    def _done(
-        self, updates: list[UserUpdate], rfm_before: RfmInputs | None
-    ) -> tuple[list[UserUpdate], bool]:
-        population = self.worker.population
-        population.replace(rfm_before, self.rfm)
+    def _done(self, updates: list[UserUpdate]) -> tuple[list[UserUpdate], bool]:
         for update in updates:
             if update.evicted:
                 EVICTIONS.inc()
-            else:
-                update.profile["rfm"] = population.score(self.rfm)
         self._schedule()
         if self.data is None:
             USERS_IN_STATE.dec()
@@ -366,7 +357,7 @@ def build_flow(
     parser = EventParser(taxonomy=config.taxonomy, max_event_bytes=config.max_event_bytes)
     hub = ModelHub(model_config(config)) if hub is None else hub
     if population is None:
-        population = Population(segments.tracked_features, min_users=segments.min_population)
+        population = segments.new_population()
     users = user_config(config, segments, hub, population)
     lateness, late_events = config.allowed_lateness_s, config.late_events
     if sinks is None:

@@ -25,16 +25,15 @@ from typing import Any
 
 from bytewax.inputs import DynamicSource, StatelessSourcePartition
 from segstream.operators.event_time import Tick, TimerWheel
-from segstream.operators.rfm import RfmPopulation
 
 from segstream.metrics import TIMER_TICKS
 
 
 @dataclass(slots=True)
 class WorkerState:
-    """What one worker keeps beside Bytewax state: its timer wheel and its RFM population.
+    """What one worker keeps beside Bytewax state: its timer wheel.
 
-    Neither is in recovery snapshots: both are rebuilt from the users' snapshots
+    It is not in recovery snapshots: it is rebuilt from the users' snapshots
     when a worker resumes (Bytewax rebuilds every user at start-up).
     """
 
@@ -42,7 +41,6 @@ class WorkerState:
     """Allowed lateness: a partition's watermark after an event is ``ts - lateness_s`` at most."""
     wheel: TimerWheel[Any] = field(default_factory=TimerWheel)
     """Deadlines of this worker's user steps (the steps are the wheel's owners)."""
-    population: RfmPopulation = field(default_factory=RfmPopulation)
 
 
 class WorkerStates:

@@ -27,6 +27,8 @@ from typing import Any, NamedTuple
 from segstream.operators.events import Event
 from segstream.operators.expressions import BOOL, NUMBER, STRING
 from segstream.operators.journey import DEFAULT_JOURNEY, JourneyConfig
+from segstream.operators.population import Population
+from segstream.operators.rfm import RFM_NAMES, rfm_values
 from segstream.operators.windows import (
     DAY_WINDOWS,
     REVENUE,
@@ -56,6 +58,8 @@ CONTEXT_ATTRIBUTES = ("device", "country", "channel")
 """Profile context fields that ``required_attributes`` may name besides traits."""
 
 PURCHASE_SLOT = ROLE_SLOTS["purchase"]
+TIMESTAMP_FEATURES = frozenset({"first_seen", "last_seen", "last_purchase"})
+"""Features that are epoch times (ISO strings in Redis, binned by the hour in the population)."""
 
 
 JOURNEY_TIMER_CAUSE = "timer:journey"
@@ -426,11 +430,11 @@ def expression_schema(
     """Return the names expressions may read, with their types.
 
     Every numeric feature of :func:`features`, the context strings, the journey
-    phase, the model outputs, ``cart_abandoned``, and ``traits.<name>`` for each
-    declared trait (``[traits]`` in the segments file).
+    phase, the model outputs, the RFM score, ``cart_abandoned``, and
+    ``traits.<name>`` for each declared trait (``[traits]`` in the segments file).
 
     >>> schema = expression_schema()
-    >>> schema["aov_90d"], schema["device"], schema["cart_abandoned"], schema["sessions_7d"]
+    >>> schema["aov_90d"], schema["device"], schema["cart_abandoned"], schema["rfm_r"]
     ('number', 'string', 'bool', 'number')
     """
     layout = windows if windows is not None else WindowLayout.build(DEFAULT_HORIZONS)
@@ -439,17 +443,22 @@ def expression_schema(
                                 STRING))
     schema["churn_p"] = NUMBER
     schema["cart_abandoned"] = BOOL
+    schema.update(RFM_NAMES)
     for name, kind in (traits or {}).items():
         schema[f"traits.{name}"] = kind
     return schema
 
 
 def time_dependent_names(windows: WindowLayout) -> frozenset[str]:
-    """Names whose value changes as time passes, with no event (windows, recency, engagement)."""
+    """Names whose value changes as time passes, with no event (windows, recency, engagement).
+
+    The RFM score too: its frequency and monetary are 90-day windows.
+    """
     roles, fm = _window_names(windows)
     names = {name for horizon in roles for name, _slot in horizon}
     names.update(name for pair in fm for name in pair)
     names.update(("aov_90d", "since_last_purchase_s", "since_last_seen_s", "age_s", "engagement"))
+    names.update(RFM_NAMES)
     return frozenset(names)
 
 
@@ -467,8 +476,11 @@ def _numeric_features(layout: WindowLayout) -> list[str]:
 
 
 def expression_values(profile: Profile, config: FeatureConfig, at: float | None = None, *,
-                      taken: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Return what expressions read of a profile at time ``at``: features, phase, models, traits.
+                      taken: dict[str, Any] | None = None,
+                      population: Population | None = None) -> dict[str, Any]:
+    """Return what expressions read of a profile at time ``at``: features, phase, models, RFM.
+
+    Traits are ``traits.<name>``; the RFM score is against ``population`` (none without one).
 
     ``taken``: the profile's :func:`features` at ``at``, when already computed.
     """
@@ -479,4 +491,5 @@ def expression_values(profile: Profile, config: FeatureConfig, at: float | None 
     values["cluster"] = profile.cluster
     values["churn_p"] = profile.churn_p
     values["churn_band"] = profile.churn_band
+    values.update(rfm_values(population, values))
     return values

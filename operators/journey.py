@@ -8,8 +8,8 @@ and is triggered one of three ways:
 - ``on = [roles]``: by an event playing one of the roles (``"*"``: any event),
   if its ``when`` condition, if any, holds on the user's features after the event;
 - ``when`` alone: by any event after which the condition holds; a condition
-  that reads a model output (``churn_p``, ``cluster``, ``churn_band``) or a
-  population statistic is instead checked at each feature snapshot, when
+  that reads a model output (``churn_p``, ``cluster``, ``churn_band``), the
+  RFM score (``rfm_r``...) or a population statistic is instead checked at each feature snapshot, when
   those change (``docs/segments.md``);
 - ``after = "14d"``: by an event-time timer, that long after the user's latest
   event: it fires when the watermark passes it, or, if the user comes back
@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from segstream.operators.expressions import Expression, Stats, parse
+from segstream.operators.rfm import RFM_NAMES
 from segstream.operators.taxonomy import ROLES
 from segstream.operators.windows import parse_duration
 
@@ -50,6 +51,9 @@ ANY = "*"
 
 MODEL_OUTPUTS = frozenset({"cluster", "churn_p", "churn_band"})
 """Names decided by the models, which change at feature snapshots only."""
+SNAPSHOT_NAMES = MODEL_OUTPUTS | frozenset(RFM_NAMES)
+"""Names that other users move too (models, the RFM score): a condition reading them,
+or a population statistic, is checked at feature snapshots."""
 
 FUNNEL = ["awareness", "consideration", "decision", "retention"]
 
@@ -104,7 +108,7 @@ class Transition:
         if self.on is not None:
             return EVENT
         assert self.when is not None
-        if self.when.statistics or self.when.names & MODEL_OUTPUTS:
+        if self.when.statistics or self.when.names & SNAPSHOT_NAMES:
             return SNAPSHOT
         return CONDITION
 
@@ -315,10 +319,10 @@ def _transition(
                           "an 'after' transition takes no condition: inactivity is its trigger")
     if not triggers and when is None:
         raise ConfigError(field, source, "needs a trigger: on = [roles], when = \"...\" or after")
-    if on is not None and when is not None and (when.statistics or when.names & MODEL_OUTPUTS):
+    if on is not None and when is not None and (when.statistics or when.names & SNAPSHOT_NAMES):
         raise ConfigError(
             f"{field}.when", source,
-            "reads a model output or a population statistic, which change at feature "
+            "reads a model output, the RFM score or a population statistic, which change at feature "
             "snapshots: drop 'on' to check it at each snapshot",
         )
     name = raw.get("name", f"{'|'.join(sources)}->{target}")

@@ -1,111 +1,101 @@
 """RFM score: a buyer's recency, frequency and monetary quintiles against the live population.
 
-Each dimension is binned (recency by the day of the last purchase, so ranking
-needs no "now": a later last purchase is more recent for everyone alike;
-frequency by ``purchases_90d``; monetary by ``revenue_90d`` in 5 % log steps)
-and counted in a histogram of the users this worker holds. The ranks that scores
-are read from are recomputed from the histograms after every ``1 %`` of the
-population changed (every change while it is under 100), so a score is at
-most that stale. A user's score is 1-5 per dimension, written ``"RFM"`` (e.g.
-``"354"``); a lone buyer is in the middle (``"333"``); users without a purchase
-have no score.
+The three dimensions are features the population statistics track for every
+process (``operators/population.py``): recency by ``last_purchase`` (binned
+by the hour; a later purchase is more recent at any "now", so ranking needs no
+reference time), frequency by ``purchases_90d`` and monetary by
+``revenue_90d`` (logarithmic bins 2 % wide). So the score ranks a buyer among
+*all* buyers of every process, as of the population's last refresh.
 
-Each worker holds a random share of users (Bytewax routes by key hash), so
-its quintiles estimate the global ones; the model and rules issues aggregate
-population statistics across workers.
+The population of a dimension is its buyers: users with a ``last_purchase``.
+A buyer with no purchase in 90 days has frequency and monetary 0 and ranks
+below every buyer who has some. A score per dimension is the mid-rank (buyers
+in lower bins plus half of those in the same bin) in fifths, 1 to 5. Users
+without a purchase have no score, and neither has anyone while the population
+has fewer buyers than ``min_population``.
 
->>> population = RfmPopulation()
+Rules read the digits as ``rfm_r``, ``rfm_f``, ``rfm_m`` and the whole as
+``rfm`` (``"354"``); the Redis profile carries ``rfm``.
+
+>>> from segstream.operators.population import Population
+>>> population = Population(RFM_FEATURES, bins=RFM_BINS)
 >>> for i in range(1, 11):
-...     population.replace(None, RfmInputs(last_purchase=86400.0 * i, purchases=i, revenue=10.0 * i))
->>> population.score(RfmInputs(86400.0 * 10, 10, 100.0)), population.score(RfmInputs(86400.0, 1, 10.0))
-('555', '111')
+...     population.replace(None, population.contribution(
+...         {"last_purchase": 86400.0 * i, "purchases_90d": i, "revenue_90d": 10.0 * i}))
+>>> rfm_score(population, {"last_purchase": 86400.0 * 10, "purchases_90d": 10, "revenue_90d": 100.0})
+RfmScore(r=5, f=5, m=5)
+>>> str(rfm_score(population, {"last_purchase": 86400.0, "purchases_90d": 0, "revenue_90d": 0.0}))
+'111'
 """
 
 from __future__ import annotations
 
-import math
-from bisect import bisect_left
-from collections import Counter
-from typing import NamedTuple
+from collections.abc import Mapping
+from typing import Any, NamedTuple
 
-DAY = 86400.0
-_MONETARY_STEPS_PER_DECADE = 50  # bins 10 ** (1/50) apart: about 4.7 %
+from segstream.operators.population import TIMESTAMP_BIN_S, Bins, Population
 
-
-class RfmInputs(NamedTuple):
-    """What a buyer contributes to the population (the user step keeps the last one it added)."""
-
-    last_purchase: float
-    purchases: int
-    revenue: float
-
-    def bins(self) -> tuple[int, int, int]:
-        """Return the histogram bins of the three dimensions (higher is better in each)."""
-        monetary = (
-            math.floor(math.log10(self.revenue) * _MONETARY_STEPS_PER_DECADE)
-            if self.revenue > 0 else -(10**9)
-        )
-        return int(self.last_purchase // DAY), self.purchases, monetary
+RECENCY, FREQUENCY, MONETARY = "last_purchase", "purchases_90d", "revenue_90d"
+RFM_FEATURES = (RECENCY, FREQUENCY, MONETARY)
+"""The features the three dimensions rank, in score order."""
+RFM_BINS = {RECENCY: Bins(TIMESTAMP_BIN_S)}
+"""Their binning where not logarithmic."""
+RFM_NAMES = {"rfm_r": "number", "rfm_f": "number", "rfm_m": "number", "rfm": "string"}
+"""What expressions read of the score, with types."""
 
 
-class RfmPopulation:
-    """Histograms of the buyers a worker holds, and ranks refreshed from them."""
+class RfmScore(NamedTuple):
+    """A buyer's quintile per dimension, 1 (lowest fifth) to 5 (highest)."""
 
-    __slots__ = ("_hist", "_ranks", "_total", "_snapshot_total", "_changes")
+    r: int
+    f: int
+    m: int
 
-    def __init__(self) -> None:
-        self._hist: tuple[Counter[int], Counter[int], Counter[int]] = (Counter(), Counter(), Counter())
-        self._ranks: tuple[tuple[list[int], list[int]], ...] = ()
-        self._total = 0
-        self._snapshot_total = 0
-        self._changes = 0
-
-    def __len__(self) -> int:
-        return self._total
-
-    def replace(self, old: RfmInputs | None, new: RfmInputs | None) -> None:
-        """Take a user's contribution ``old`` out and ``new`` in (either may be ``None``)."""
-        if old == new:
-            return
-        for inputs, step in ((old, -1), (new, 1)):
-            if inputs is None:
-                continue
-            for hist, bin_ in zip(self._hist, inputs.bins(), strict=True):
-                hist[bin_] += step
-                if not hist[bin_]:
-                    del hist[bin_]
-            self._total += step
-        self._changes += 1
-        if self._changes >= max(1, self._total // 100):
-            self._refresh()
-
-    def score(self, inputs: RfmInputs | None) -> str:
-        """Return ``"RFM"`` quintiles (1-5 each) of ``inputs``, or ``""`` for a non-buyer.
-
-        A value's quintile is its mid-rank (users below it plus half of those
-        in its bin) over the population at the last refresh, in fifths.
-        """
-        if inputs is None or not self._snapshot_total:
-            return ""
-        total = self._snapshot_total
-        digits = []
-        for (bins, below), bin_ in zip(self._ranks, inputs.bins(), strict=True):
-            i = bisect_left(bins, bin_)
-            under = below[i]
-            same = below[i + 1] - under if i < len(bins) and bins[i] == bin_ else 0
-            digits.append(str(1 + min(4, int(5 * (under + same / 2) / total))))
-        return "".join(digits)
-
-    def _refresh(self) -> None:
-        self._changes = 0
-        self._snapshot_total = self._total
-        self._ranks = tuple(_ranks(hist) for hist in self._hist)
+    def __str__(self) -> str:
+        return f"{self.r}{self.f}{self.m}"
 
 
-def _ranks(hist: Counter[int]) -> tuple[list[int], list[int]]:
-    """Sorted bins and, per position, how many users lie in lower bins (one extra at the end)."""
-    bins = sorted(hist)
-    below = [0]
-    for bin_ in bins:
-        below.append(below[-1] + hist[bin_])
-    return bins, below
+def rfm_score(population: Population, values: Mapping[str, Any]) -> RfmScore | None:
+    """Return the RFM score of a user with feature ``values`` (``None``: no score).
+
+    ``None`` for a user without a purchase, a population that does not track
+    the RFM features, or fewer buyers than ``population.min_users``.
+    """
+    last_purchase = values.get(RECENCY)
+    if last_purchase is None:
+        return None
+    recency = population.rank(RECENCY, last_purchase)
+    if recency is None:
+        return None
+    below, same, buyers = recency
+    if buyers < max(1, population.min_users):
+        return None
+    digits = [_quintile(below, same, buyers)]
+    for feature in (FREQUENCY, MONETARY):
+        value = values.get(feature)
+        ranked = population.rank(feature, value)
+        if ranked is None:
+            return None
+        below, same, active = ranked
+        # Buyers with nothing in 90 days are not in the feature's population
+        # (it counts non-zero values): together they are the buyers' lowest bin.
+        lapsed = max(0, buyers - active)
+        digits.append(_quintile(0, lapsed, buyers) if not value
+                      else _quintile(lapsed + below, same, buyers))
+    return RfmScore(*digits)
+
+
+def rfm_values(population: Population | None, values: Mapping[str, Any]) -> dict[str, Any]:
+    """Return what expressions read of a user's RFM score: ``rfm_r``, ``rfm_f``, ``rfm_m``, ``rfm``.
+
+    Without a score the digits are ``None`` (a comparison reading them is false)
+    and ``rfm`` is ``""``.
+    """
+    score = None if population is None else rfm_score(population, values)
+    if score is None:
+        return {"rfm_r": None, "rfm_f": None, "rfm_m": None, "rfm": ""}
+    return {"rfm_r": score.r, "rfm_f": score.f, "rfm_m": score.m, "rfm": str(score)}
+
+
+def _quintile(below: int, same: int, total: int) -> int:
+    return 1 + min(4, int(5 * (below + same / 2) / total))

@@ -52,11 +52,14 @@ from typing import Any
 from segstream.operators.expressions import BOOL, NUMBER, STRING, Expression, Stats, parse
 from segstream.operators.features import (
     DEFAULT_HORIZONS,
+    TIMESTAMP_FEATURES,
     CartTrigger,
     expression_schema,
     time_dependent_names,
 )
 from segstream.operators.journey import JourneyConfig, duration
+from segstream.operators.population import TIMESTAMP_BIN_S, Bins, Population
+from segstream.operators.rfm import RFM_FEATURES
 from segstream.operators.windows import WindowLayout
 
 from segstream.errors import ConfigError, suggest
@@ -189,8 +192,19 @@ class SegmentsConfig:
 
     @property
     def tracked_features(self) -> tuple[str, ...]:
-        """Features whose population must be tracked, sorted."""
-        return tuple(sorted({feature for _fn, feature in self.statistics}))
+        """Features whose population must be tracked, sorted.
+
+        Those of the statistics the file reads, and the RFM score's (the Redis
+        profile always carries it).
+        """
+        return tuple(sorted({feature for _fn, feature in self.statistics} | set(RFM_FEATURES)))
+
+    def new_population(self) -> Population:
+        """Return an empty population tracking what this file reads (timestamps by the hour)."""
+        tracked = self.tracked_features
+        return Population(tracked, min_users=self.min_population,
+                          bins={name: Bins(TIMESTAMP_BIN_S) for name in tracked
+                                if name in TIMESTAMP_FEATURES})
 
 
 SECTIONS = ("journey", "rules", "triggers", "traits", "settings")

@@ -49,6 +49,7 @@ from segstream.operators.event_time import Stamped, Tick
 from segstream.operators.events import Change, iso_utc
 from segstream.operators.expressions import Stats
 from segstream.operators.features import (
+    TIMESTAMP_FEATURES,
     FeatureConfig,
     JourneyStep,
     apply_fact,
@@ -72,7 +73,7 @@ from segstream.operators.models import (
     cluster_vector,
 )
 from segstream.operators.population import Population
-from segstream.operators.rfm import RfmInputs
+from segstream.operators.rfm import rfm_values
 from segstream.operators.segments import RuleSet, default_segments
 from segstream.state.profile import NO_WATERMARK, Fact, Profile, UserState
 
@@ -154,7 +155,7 @@ class UserUpdate:
 class UserLogic:
     """Stateful logic of one user key; holds its state as snapshot bytes between batches."""
 
-    __slots__ = ("config", "data", "timer", "_timer_changed", "rfm")
+    __slots__ = ("config", "data", "timer", "_timer_changed")
 
     def __init__(self, config: UserConfig, resume: bytes | None = None) -> None:
         """Create the logic of one user key, from its snapshot when resuming."""
@@ -164,18 +165,23 @@ class UserLogic:
         """Earliest deadline and the partition whose watermark fires it, as of the last
         batch; :meth:`take_timer` hands it over (the flow keeps it in its timer wheel)."""
         self._timer_changed = False
-        self.rfm: RfmInputs | None = None
-        """What the user adds to the RFM population (``None`` for a non-buyer)."""
         if resume is not None:
             state = UserState.from_bytes(resume)
             view = _view(state, config)
             self.timer = _next_timer(state, config, view)
             self._timer_changed = True
-            if config.population is not None and state.contributed is not None:
-                config.population.replace(None, tuple(state.contributed))
+            population = config.population
+            if population is not None:
+                if state.contributed_layout != population.layout:
+                    # The segments file tracks other features than when the state
+                    # was saved: contribute what the user's features say now.
+                    found = population.contribution(features(view, config.features))
+                    state.contributed = None if found is None else list(found)
+                    state.contributed_layout = population.layout
+                    self.data = state.to_bytes()
+                if state.contributed is not None:
+                    population.replace(None, tuple(state.contributed))
             self.on_resume(state)
-            if view.last_purchase is not None:
-                self.rfm = rfm_inputs(features(view, config.features))
 
     def on_resume(self, state: UserState) -> None:
         """Take note of the state a resumed user starts from (the flow counts memberships)."""
@@ -229,10 +235,6 @@ class UserLogic:
                 None if run.state is None else _next_timer(run.state, self.config, run.view)
             )
             self._timer_changed = True
-        if run.state is None:
-            self.rfm = None
-        elif run.published is not None:
-            self.rfm = rfm_inputs(run.published)
         return run.updates
 
 
@@ -284,13 +286,6 @@ def _view(state: UserState, config: UserConfig) -> Profile:
     return view
 
 
-def rfm_inputs(values: dict[str, Any]) -> RfmInputs | None:
-    """Return what a user's features add to the RFM population (``None``: no purchase)."""
-    if values["last_purchase"] is None:
-        return None
-    return RfmInputs(values["last_purchase"], values["purchases_90d"], values["revenue_90d"])
-
-
 def _due(profile: Profile, config: UserConfig) -> tuple[float, str] | None:
     """Return the profile's earliest timer as ``(deadline, timer name)``."""
     active = profile.last_seen if profile.last_seen is not None else profile.first_seen
@@ -331,7 +326,7 @@ class _Run:
     """One batch of one user: the decoded state, the current view, and the output."""
 
     __slots__ = ("config", "state", "view", "changes", "updates", "touched", "applied", "retired",
-                 "published", "learn")
+                 "learn")
 
     def __init__(self, config: UserConfig, state: UserState | None) -> None:
         self.config = config
@@ -342,7 +337,6 @@ class _Run:
         self.touched = False  # the state changed: encode it again
         self.applied = False  # an event was applied: publish the profile
         self.retired = 0  # last version of a life evicted in this batch
-        self.published: dict[str, Any] | None = None  # features of the last profile output
         self.learn: list[LearnItem] = []  # for the model learner
 
     # --- the two inputs ---------------------------------------------------------
@@ -508,7 +502,9 @@ class _Run:
         if journey.reads_models and settled.journey is not None:
             transition = journey.at_snapshot(
                 settled.journey, settled.journey_since, at,
-                expression_values(settled, self.config.features, at, taken=values), self._stats())
+                expression_values(settled, self.config.features, at, taken=values,
+                                  population=self.config.population),
+                self._stats())
             if transition is not None:
                 enter_phase(settled, transition.target, transition.name, at)
         if state.pending:
@@ -556,7 +552,7 @@ class _Run:
         population = self.config.population
         if population is not None:
             population.replace(_tuple(state.contributed), None)
-            state.contributed = None
+            state.contributed = state.contributed_layout = None
         self.updates.append(UserUpdate(
             state.user_id, state.version, self._current().events_total, {},
             tuple(self.changes), evicted=True,
@@ -641,7 +637,8 @@ class _Run:
         rules = self.config.rules
         if rules.rules:
             at = event_time if view.last_seen is None else max(event_time, view.last_seen)
-            values = expression_values(view, self.config.features, at)
+            values = expression_values(view, self.config.features, at,
+                                       population=self.config.population)
             members = state.published_segments
             for slot, name, entered in rules.decide(members, values, self._stats(), at):
                 self._change(RULE, name, ENTER if entered else EXIT, None, event_time, cause, name,
@@ -689,18 +686,21 @@ class _Run:
             return
         view = self._current()
         values = features(view, self.config.features)
-        self.published = values
         population = self.config.population
+        rfm = ""
         if population is not None:
             found = population.contribution(values)
             contribution = None if found is None else list(found)
-            if contribution != state.contributed:
+            if contribution != state.contributed or state.contributed_layout != population.layout:
                 population.replace(_tuple(state.contributed), found)
                 state.contributed = contribution
+                state.contributed_layout = population.layout
                 self.touched = True
+            rfm = rfm_values(population, values)["rfm"]
         self.updates.append(UserUpdate(
             state.user_id, state.version, view.events_total,
-            profile_fields(values, state, view), tuple(self.changes), learn=tuple(self.learn),
+            profile_fields(values, state, view, rfm=rfm), tuple(self.changes),
+            learn=tuple(self.learn),
         ))
         self.changes = []
         self.learn = []
@@ -732,10 +732,10 @@ models): a user replayed alone has the same profile except these."""
 
 
 def profile_fields(values: dict[str, Any], state: UserState,
-                   view: Profile | None = None) -> dict[str, str]:
+                   view: Profile | None = None, *, rfm: str = "") -> dict[str, str]:
     """Return the Redis profile hash of a user from its :func:`features`.
 
-    ``updated_at`` is the sink's to add, ``rfm`` the population's (empty here).
+    ``updated_at`` is the sink's to add; ``rfm`` is the user's RFM score.
     The model outputs (``cluster``, ``churn_p``, ``churn_band``,
     ``model_version``) come from ``view`` (default: the settled profile).
 
@@ -751,7 +751,7 @@ def profile_fields(values: dict[str, Any], state: UserState,
         "journey": state.published_journey or "",
         "segments": orjson.dumps(sorted(state.published_segments)).decode(),
         "version": str(state.version),
-        "rfm": "",
+        "rfm": rfm,
         "cluster": models.cluster or "",
         "churn_p": "" if models.churn_p is None else repr(models.churn_p),
         "churn_band": models.churn_band or "",
@@ -760,7 +760,7 @@ def profile_fields(values: dict[str, Any], state: UserState,
     for name, value in values.items():
         if value is None:
             out[name] = ""
-        elif name in _ISO_FIELDS:
+        elif name in TIMESTAMP_FEATURES:
             out[name] = iso_utc(value)
         elif value.__class__ is float:
             out[name] = repr(value)
@@ -772,5 +772,3 @@ def profile_fields(values: dict[str, Any], state: UserState,
             out[name] = str(value)
     return out
 
-
-_ISO_FIELDS = frozenset({"first_seen", "last_seen", "last_purchase"})

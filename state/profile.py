@@ -32,7 +32,7 @@ import orjson
 
 from segstream.errors import StateError
 
-STATE_FORMAT = 4
+STATE_FORMAT = 5
 """Bumped whenever the byte layout changes; older snapshots are refused with advice."""
 
 NO_WATERMARK = float("-inf")
@@ -143,6 +143,8 @@ class UserState:
         published_segments: rule segments last published, with the time each was entered.
         checked_at: event time the rules were last evaluated (re-checks count from it).
         contributed: the user's values in the population statistics (``None``: none).
+        contributed_layout: the population layout ``contributed`` follows (the
+            tracked features change with the segments file).
         watermark: the largest watermark this user has seen.
         clock: the input partition (``topic:partition``) of the user's latest event.
         pending: on-time events at or above ``watermark``, in timeline order.
@@ -156,6 +158,7 @@ class UserState:
     published_segments: dict[str, float] = field(default_factory=dict)
     checked_at: float | None = None
     contributed: list[float | None] | None = None
+    contributed_layout: int | None = None
     watermark: float = NO_WATERMARK
     clock: str = ""
     pending: list[Fact] = field(default_factory=list)
@@ -168,7 +171,7 @@ class UserState:
         # object; a user is held as these bytes, so keep an exact-size copy.
         return bytes(memoryview(orjson.dumps([
             STATE_FORMAT, self.user_id, self.version, self.published_journey,
-            self.published_segments, self.checked_at, self.contributed,
+            self.published_segments, self.checked_at, self.contributed, self.contributed_layout,
             None if self.watermark == NO_WATERMARK else self.watermark,
             self.clock, [tuple(fact) for fact in self.pending],
             *_profile_values(settled),
@@ -195,10 +198,10 @@ class UserState:
                 "and replay the input to rebuild state"
             )
             raise StateError(user_id, msg)
-        user_id, version, journey, segments, checked_at, contributed, watermark, clock, pending = (
-            values[:_HEAD])
+        (user_id, version, journey, segments, checked_at, contributed, layout, watermark, clock,
+         pending) = values[:_HEAD]
         return cls(
-            user_id, version, journey, segments, checked_at, contributed,
+            user_id, version, journey, segments, checked_at, contributed, layout,
             NO_WATERMARK if watermark is None else watermark, clock,
             [Fact(*fact) for fact in pending], Profile(*values[_HEAD:]),
         )
@@ -219,5 +222,5 @@ class UserState:
 
 _PROFILE_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(Profile))
 _profile_values = attrgetter(*_PROFILE_FIELDS)
-_HEAD = 9  # values before the profile's: user_id .. pending
+_HEAD = 10  # values before the profile's: user_id .. pending
 

@@ -108,7 +108,6 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from segstream.flows.segmentation import build_flow, model_config  # noqa: PLC0415
     from segstream.metrics import serve_metrics  # noqa: PLC0415
     from segstream.operators.models import ModelHub  # noqa: PLC0415
-    from segstream.operators.population import Population  # noqa: PLC0415
 
     addresses = args.addresses.split(",") if args.addresses else None
     process_id = args.process_id
@@ -125,7 +124,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     recovery = recovery_config(config, partitions=max(1, processes * config.workers_per_process))
     hub = ModelHub(model_config(config))
-    population = Population(segments.tracked_features, min_users=segments.min_population)
+    population = segments.new_population()
     flow = build_flow(config, segments=segments, tail=not args.until_end, hub=hub,
                       population=population)
     # Another process may hold the model learner: predict with its versions.
