@@ -5,9 +5,10 @@ from __future__ import annotations
 import math
 import statistics
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from segstream.operators.population import Population
+from segstream.operators.population import LOG, Bins, Population
 
 values = st.floats(min_value=-1e6, max_value=1e6, allow_nan=False).map(lambda v: round(v, 6))
 
@@ -89,3 +90,52 @@ def test_refresh_share_bounds_staleness() -> None:
     assert population.stat("mean", "x") == 500.5
     population.replace(None, population.contribution({"x": 10_000.0}))  # the 10th: refresh
     assert population.stat("mean", "x") == (500_500 + 100_000) / 1010
+
+
+timestamps = st.integers(1_600_000_000, 1_800_000_000).map(float)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(timestamps, min_size=1, max_size=60))
+def test_timestamps_in_hour_bins_give_percentiles_within_half_an_hour(data: list[float]) -> None:
+    """Linear bins: a log bin of an epoch time would be about 400 days wide."""
+    population = Population(("t",), refresh_share=0.0, bins={"t": Bins(3600.0)})
+    for value in data:
+        population.replace(None, population.contribution({"t": value}))
+    for p in (1, 50, 99):
+        assert abs(population.stat(f"p{p}", "t") - exact_percentile(data, p)) <= 1800.0
+    assert math.isclose(population.stat("mean", "t"), statistics.fmean(data), rel_tol=1e-12)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(values, max_size=60), values)
+def test_rank_counts_the_users_in_lower_bins_and_in_the_same_bin(data: list[float], probe: float) -> None:
+    """With values rounded to their bins' representatives, ranks are exact comparisons."""
+    population = Population(("x",), refresh_share=0.0)
+    live: list[float] = []
+    for value in data:
+        population.replace(None, population.contribution({"x": value}))
+        if value != 0.0:
+            live.append(LOG.value_of(LOG.bin_of(value)))
+    key = 0.0 if probe == 0.0 else LOG.value_of(LOG.bin_of(probe))
+    below, same, users = population.rank("x", probe)
+    assert users == len(live)
+    assert below == sum(1 for v in live if v < key)
+    assert same == (0 if probe == 0.0 else sum(1 for v in live if v == key))
+
+
+def test_layout_names_the_features_and_their_binning() -> None:
+    plain = Population(("t", "x"))
+    assert plain.layout == Population(("t", "x")).layout
+    assert plain.layout != Population(("t", "y")).layout
+    assert plain.layout != Population(("t", "x"), bins={"t": Bins(3600.0)}).layout
+
+
+def test_aggregates_binned_otherwise_are_left_out(caplog: pytest.LogCaptureFixture) -> None:
+    """A process binning a feature differently (another version) cannot be merged bin by bin."""
+    hourly = Population(("t",), refresh_share=0.0, bins={"t": Bins(3600.0)})
+    logarithmic = Population(("t",), refresh_share=0.0)
+    logarithmic.replace(None, (1.7e9,))
+    hourly.set_remote([logarithmic.partial()])
+    assert hourly.stat("mean", "t") is None
+    assert "binned as log, here as linear:3600" in caplog.text

@@ -148,7 +148,7 @@ def test_the_default_file_ships_the_seed_examples() -> None:
     config = load_segments_text(DEFAULT_SEGMENTS_FILE.read_text(), "default")
     assert config.rules.names == ("high_value", "loyal", "cart_abandoner", "frequent_visitor",
                                   "recent_purchaser", "new_user", "needs_enrichment")
-    assert config.tracked_features == ("aov_90d",)
+    assert config.tracked_features == ("aov_90d", "last_purchase", "purchases_90d", "revenue_90d")
     assert config.journey.states == ("awareness", "consideration", "decision", "retention",
                                      "churn_risk", "win_back")
 
@@ -201,6 +201,106 @@ def test_a_population_rule_reads_the_live_statistics() -> None:
     assert rule_changes(updates, "top") == [("enter", "p2")]
     # The user's own value joined the population: four users now.
     assert population.stat("mean", "revenue_total") == (10 + 20 + 30 + 50) / 4
+
+
+RFM_RULES = """
+[rules.champions]
+when = "rfm_r >= 4 and rfm_f >= 4 and rfm_m >= 4"
+[rules.lapsing]
+when = "rfm_r <= 2"
+[settings]
+min_population = 10
+"""
+
+
+def rfm_population(config: Any) -> Population:
+    """The file's population with ten earlier buyers: purchases on days 1-10, i purchases, 20 * i."""
+    population = config.new_population()
+    for i in range(1, 11):
+        population.replace(None, population.contribution(
+            {"last_purchase": T0 - 20 * DAY + i * DAY, "purchases_90d": i, "revenue_90d": 20.0 * i}))
+    return population
+
+
+def test_rules_read_rfm_quintiles_against_the_population() -> None:
+    """``rfm_r``, ``rfm_f``, ``rfm_m``: the user's quintiles among all buyers; the profile's
+    ``rfm`` is the same score."""
+    config = segments(RFM_RULES)
+    population = rfm_population(config)
+    user = UserConfig(features=FeatureConfig(journey=config.journey), rules=config.rules,
+                      population=population)
+    logic = UserLogic(user)
+    updates = logic.on_items([event("Page Viewed", T0, "v1")])
+    assert rule_changes(updates, "champions") == rule_changes(updates, "lapsing") == []
+    assert updates[-1].profile["rfm"] == ""  # not a buyer
+    burst = [event("Order Completed", T0 + 60 * i, f"p{i}", 100.0) for i in range(1, 10)]
+    updates = logic.on_items(burst)
+    # Rules read the population as it was before the batch (the user joins it at the end):
+    # the 7th purchase ranks 7th of 10 others in frequency, mid-rank 6.5/10: quintile 4.
+    assert rule_changes(updates, "champions") == [("enter", "p7")]
+    # Then the most recent of 11 buyers, 9 purchases (tied 9th-10th), 900 in revenue (11th).
+    assert updates[-1].profile["rfm"] == "555"
+    assert rule_changes(updates, "lapsing") == []
+
+
+def test_an_old_buyer_ranks_low_in_recency() -> None:
+    config = segments(RFM_RULES)
+    population = rfm_population(config)
+    logic = UserLogic(UserConfig(features=FeatureConfig(journey=config.journey),
+                                 rules=config.rules, population=population))
+    updates = logic.on_items([event("Order Completed", T0 - 30 * DAY, "p1", 5.0)])
+    assert rule_changes(updates, "lapsing") == [("enter", "p1")]
+    assert updates[-1].profile["rfm"] == "111"
+
+
+def test_without_enough_buyers_no_one_has_a_score() -> None:
+    config = segments(RFM_RULES.replace("min_population = 10", "min_population = 50"))
+    logic = UserLogic(UserConfig(features=FeatureConfig(journey=config.journey),
+                                 rules=config.rules, population=rfm_population(config)))
+    updates = logic.on_items([event("Order Completed", T0 - 30 * DAY, "p1", 5.0)])
+    assert rule_changes(updates, "lapsing") == []
+    assert updates[-1].profile["rfm"] == ""
+
+
+def test_a_journey_condition_on_rfm_is_checked_at_snapshots() -> None:
+    config = segments("", """
+[[journey.transitions]]
+from = "b"
+to = "a"
+when = "rfm_r <= 1"
+""")
+    assert config.journey.transitions[-1].trigger == "snapshot"
+    with pytest.raises(ConfigError, match="RFM score"):
+        segments("", """
+[[journey.transitions]]
+from = "b"
+to = "a"
+on = "purchase"
+when = "rfm_r <= 1"
+""")
+
+
+def test_resuming_under_a_file_that_tracks_other_features_recomputes_the_contribution() -> None:
+    """The saved contribution follows the old file's features: it is redone, not misread."""
+    anyone = "[settings]\nmin_population = 1\n"
+    before = segments('[rules.top]\nwhen = "aov_90d > p90(aov_90d)"\n', anyone)
+    after = segments('[rules.top]\nwhen = "revenue_total > p90(revenue_total)"\n'
+                     '[rules.rich]\nwhen = "engagement > mean(engagement)"\n', anyone)
+    old = before.new_population()
+    logic = UserLogic(UserConfig(features=FeatureConfig(journey=before.journey),
+                                 rules=before.rules, population=old))
+    logic.on_items([event("Order Completed", T0, "p1", 40.0)])
+    assert old.stat("mean", "aov_90d") == 40.0
+    new = after.new_population()
+    assert new.layout != old.layout
+    resumed = UserLogic(UserConfig(features=FeatureConfig(journey=after.journey),
+                                   rules=after.rules, population=new), logic.snapshot())
+    assert new.stat("mean", "revenue_total") == 40.0
+    assert new.stat("mean", "engagement") is not None
+    again = after.new_population()  # a second restart on the same file reads it as saved
+    UserLogic(UserConfig(features=FeatureConfig(journey=after.journey), rules=after.rules,
+                         population=again), resumed.snapshot())
+    assert again.stat("mean", "revenue_total") == 40.0
 
 
 def journey_changes(updates: list[UserUpdate]) -> list[tuple[str, str, str | None, float]]:
