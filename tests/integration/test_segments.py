@@ -41,12 +41,16 @@ to = "customer"
 on = "purchase"
 
 [rules.big_spender]
-description = "spent more than 100"
-when = "revenue_total > 100"
+description = "spent more than 30"
+when = "revenue_total > 30"
 
 [rules.above_median]
 description = "spent more than the median buyer, over all processes"
 when = "revenue_total > p50(revenue_total)"
+
+[rules.best_customers]
+description = "top two fifths of all buyers in recency and monetary"
+when = "rfm_r >= 4 and rfm_m >= 4"
 
 [settings]
 min_population = 1
@@ -78,10 +82,16 @@ def test_custom_segments_file_and_statistics_across_two_processes(
     users = [f"u{i}" for i in range(40)]
     log = []
     for i, user in enumerate(users):
-        log.append((user.encode(), doc(user, "basket_add", i)))
-        if i % 4:  # three users in four buy, for 10..390
-            log.append((user.encode(), doc(user, "order_paid", 100 + i, revenue=10.0 * i)))
-    sent = kafka_broker.produce(config.input_topics[0], log)
+        log.append((i, user, doc(user, "basket_add", i)))
+        if i % 4:  # three users in four buy: last order at hour i % 7, once or twice, 5 % apart
+            total = round(10.0 * 1.05**i, 2)
+            hours = [i % 7] if i % 3 else [i % 7, i % 7 + 1]
+            for hour in hours:
+                second = 3600 * hour + 100 + i
+                log.append((second, user, doc(user, "order_paid", second,
+                                              revenue=round(total / len(hours), 2))))
+    log.sort()  # in event time: none is late
+    sent = kafka_broker.produce(config.input_topics[0], [(u.encode(), d) for _s, u, d in log])
     port = free_port()
     env = worker_env(config, "", metrics_port=port) | {
         "SEGSTREAM_SEGMENTS_FILE": str(segments_file),
@@ -114,6 +124,20 @@ def test_custom_segments_file_and_statistics_across_two_processes(
             assert stat["std"] == pytest.approx(statistics.pstdev(buyers), rel=1e-9)
         summary = store.population_info()["revenue_total"]
         assert summary["users"] == len(buyers)
+        # A page view each, after the exchange: every buyer's RFM score and rule are then
+        # decided against all buyers of both processes (the views change no contribution).
+        views = [(u.encode(), doc(u, "Page Viewed", 10 * 3600 + i)) for i, u in enumerate(users)]
+        sent += kafka_broker.produce(config.input_topics[0], views)
+        deadline = time.monotonic() + 60
+        while sum(processed(scrape(port + i)) for i in range(2)) < sent:
+            assert time.monotonic() < deadline, "the workers did not take every event"
+            time.sleep(0.1)
+        profiles = {u: store.profile(u) for u in users}
+        expected = batch_rfm(profiles)
+        assert {u: p["rfm"] for u, p in profiles.items()} == expected
+        assert len(set(expected.values()) - {""}) > 5  # the scores really differ
+        best = {u for u, score in expected.items() if score and score[0] >= "4" and score[2] >= "4"}
+        assert best and store.members("best_customers") == best
         # Both processes' /metrics count their own members; together, every user.
         members = sum(scrape(port + i).get("segstream_segment_members{kind=journey,segment=journey:customer}",
                                            0.0) for i in range(2))
@@ -128,12 +152,30 @@ def test_custom_segments_file_and_statistics_across_two_processes(
     assert ("u0", "journey:shopper", "first_basket") in journey
     assert ("u1", "journey:customer", "first_order") in journey
     spenders = {c["user_id"] for c in changes if c["segment"] == "big_spender" and c["change"] == "enter"}
-    assert spenders == {u for u, r in zip(users, revenues, strict=True) if r > 100}
+    assert spenders == {u for u, r in zip(users, revenues, strict=True) if r > 30}
+    assert len(spenders) > 10
     assert all(c["kind"] == "rule" and c["rule"] == "big_spender"
                for c in changes if c["segment"] == "big_spender")
     assert store.members("journey:customer") == {u for u, r in zip(users, revenues, strict=True) if r}
     assert any(c["segment"] == "above_median" for c in changes)
     store.close()
+
+
+def batch_rfm(profiles: dict[str, dict[str, str]]) -> dict[str, str]:
+    """RFM scores recomputed in plain code from the Redis profiles: per dimension, a buyer's
+    mid-rank among all buyers in fifths (recency by the hour of the last purchase)."""
+    buyers = {u: (int(datetime.fromisoformat(p["last_purchase"]).timestamp() // 3600),
+                  int(p["purchases_90d"]), float(p["revenue_90d"]))
+              for u, p in profiles.items() if p["last_purchase"]}
+    out = dict.fromkeys(profiles, "")
+    for user, key in buyers.items():
+        digits = ""
+        for dim in range(3):
+            below = sum(1 for other in buyers.values() if other[dim] < key[dim])
+            same = sum(1 for other in buyers.values() if other[dim] == key[dim])
+            digits += str(1 + min(4, int(5 * (below + same / 2) / len(buyers))))
+        out[user] = digits
+    return out
 
 
 def subprocess_check(segments_file: Path, env: dict[str, str]) -> str:
