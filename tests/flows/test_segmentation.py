@@ -11,12 +11,11 @@ import pytest
 from bytewax.connectors.kafka import KafkaSourceMessage
 from bytewax.recovery import RecoveryConfig, init_db_dir
 from bytewax.testing import TestingSink, TestingSource, cluster_main, run_main
-
-from segstream.config import Config, SegmentsConfig, load_segments
 from segstream.flows.connectors import OutMessage
 from segstream.flows.segmentation import Sinks, build_flow, user_config
 from segstream.operators.user import POPULATION_FIELDS, UserUpdate
 
+from segstream.config import Config, SegmentsConfig, load_segments
 from tests.oracle.batch_features import ORACLE_SEGMENTS
 
 CONFIG = Config()
@@ -160,7 +159,7 @@ def per_user_replay(lines: list[bytes]) -> dict[str, dict[str, str]]:
     from segstream.operators.event_time import PartitionWatermark, Stamped  # noqa: PLC0415
     from segstream.operators.events import Event  # noqa: PLC0415
     from segstream.operators.parse import EventParser  # noqa: PLC0415
-    from segstream.operators.user import UserConfig, UserLogic  # noqa: PLC0415
+    from segstream.operators.user import UserLogic  # noqa: PLC0415
 
     by_user: dict[str, list[Stamped]] = {}
     clock = PartitionWatermark(CONFIG.allowed_lateness_s)
@@ -289,7 +288,8 @@ def test_transitions_and_members_are_counted() -> None:
         return SEGMENT_MEMBERS.labels(kind, segment)._value.get()
 
     before = {key: transitions(*key) for key in (("", "awareness"), ("decision", "retention"))}
-    in_decision, in_retention = members("journey", "journey:decision"), members("journey", "journey:retention")
+    in_decision = members("journey", "journey:decision")
+    in_retention = members("journey", "journey:retention")
     run_flow(messages(JOURNEY))
     assert transitions("", "awareness") - before["", "awareness"] == 1
     assert transitions("decision", "retention") - before["decision", "retention"] == 1

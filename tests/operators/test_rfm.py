@@ -6,7 +6,6 @@ import random
 
 from hypothesis import given
 from hypothesis import strategies as st
-
 from segstream.operators.population import Population
 from segstream.operators.rfm import RFM_BINS, RFM_FEATURES, RfmScore, rfm_score, rfm_values
 
