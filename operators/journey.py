@@ -9,8 +9,8 @@ and is triggered one of three ways:
   if its ``when`` condition, if any, holds on the user's features after the event;
 - ``when`` alone: by any event after which the condition holds; a condition
   that reads a model output (``churn_p``, ``cluster``, ``churn_band``), the
-  RFM score (``rfm_r``...) or a population statistic is instead checked at each feature snapshot, when
-  those change (``docs/segments.md``);
+  RFM score (``rfm_r``...) or a population statistic is instead checked at
+  each feature snapshot, when those change (``docs/segments.md``);
 - ``after = "14d"``: by an event-time timer, that long after the user's latest
   event: it fires when the watermark passes it, or, if the user comes back
   later than that, just before their next event (the timeline decides, not
