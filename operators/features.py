@@ -28,6 +28,7 @@ from segstream.operators.events import Event
 from segstream.operators.expressions import BOOL, NUMBER, STRING
 from segstream.operators.journey import DEFAULT_JOURNEY, JourneyConfig
 from segstream.operators.population import Population
+from segstream.operators.rechecks import DECAY, LINEAR, step
 from segstream.operators.rfm import RFM_NAMES, rfm_values
 from segstream.operators.windows import (
     DAY_WINDOWS,
@@ -449,17 +450,28 @@ def expression_schema(
     return schema
 
 
-def time_dependent_names(windows: WindowLayout) -> frozenset[str]:
-    """Names whose value changes as time passes, with no event (windows, recency, engagement).
+def time_behaviour(windows: WindowLayout) -> dict[str, str]:
+    """Return the names whose value changes as time passes with no event, with how.
 
-    The RFM score too: its frequency and monetary are 90-day windows.
+    One second per second (``since_*``, ``age_s``); by exponential decay
+    (``engagement``); or in steps, when a bucket leaves a window (windowed
+    counts and sums, ``aov_90d``, the RFM score's frequency and monetary),
+    written ``step:<horizon>``.
+
+    >>> moves = time_behaviour(WindowLayout.build(("1h", "7d")))
+    >>> moves["age_s"], moves["sessions_7d"], moves["engagement"], "revenue_total" in moves
+    ('linear', 'step:7d', 'decay', False)
     """
     roles, fm = _window_names(windows)
-    names = {name for horizon in roles for name, _slot in horizon}
-    names.update(name for pair in fm for name in pair)
-    names.update(("aov_90d", "since_last_purchase_s", "since_last_seen_s", "age_s", "engagement"))
-    names.update(RFM_NAMES)
-    return frozenset(names)
+    moves = {}
+    for spec, horizon in zip(windows.horizons, roles, strict=True):
+        moves.update(dict.fromkeys((name for name, _slot in horizon), step(spec.name)))
+    for spec, pair in zip(DAY_WINDOWS, fm, strict=True):
+        moves.update(dict.fromkeys(pair, step(spec.name)))
+    moves.update(dict.fromkeys(("aov_90d", "rfm_f", "rfm_m", "rfm"), step("90d")))
+    moves.update(dict.fromkeys(("since_last_purchase_s", "since_last_seen_s", "age_s"), LINEAR))
+    moves["engagement"] = DECAY
+    return moves
 
 
 def _numeric_features(layout: WindowLayout) -> list[str]:

@@ -15,10 +15,10 @@ A user enters when ``when`` holds. A member leaves when ``exit_when`` holds and
 ``when`` no longer does (without ``exit_when``: when ``when`` no longer holds),
 and not before ``min_time`` after entering. Rules are evaluated after every
 event, timer and feature snapshot of the user; rules that read time-dependent
-features (windows, recency, engagement) are also re-checked every
-``recheck`` of event time while the user is a member, so that, say,
-``recent_purchaser`` ends 14 days after the purchase even if the user never
-comes back (``docs/segments.md``).
+features (windows, recency, engagement) are also re-checked while the user is
+a member, when their conditions may next change (``operators/rechecks.py``), so
+that, say, ``recent_purchaser`` ends 14 days after the purchase even if the
+user never comes back (``docs/segments.md``).
 
 >>> from segstream.operators.features import expression_schema
 >>> config = load_segments_text('''
@@ -55,10 +55,11 @@ from segstream.operators.features import (
     TIMESTAMP_FEATURES,
     CartTrigger,
     expression_schema,
-    time_dependent_names,
+    time_behaviour,
 )
 from segstream.operators.journey import JourneyConfig, duration
 from segstream.operators.population import TIMESTAMP_BIN_S, Bins, Population
+from segstream.operators.rechecks import Clock, next_change
 from segstream.operators.rfm import RFM_FEATURES
 from segstream.operators.windows import WindowLayout
 
@@ -109,12 +110,15 @@ class RuleSet:
 
     Attributes:
         rules: the rules.
-        recheck_s: event time between re-checks of a member of a time-dependent rule.
+        recheck_s: event time between re-checks of a member of a time-dependent rule
+            whose next change cannot be predicted (``operators/rechecks.py``).
+        moves: the names that change with time alone, and how.
 
     """
 
     rules: tuple[Rule, ...] = ()
     recheck_s: float = DEFAULT_RECHECK_S
+    moves: Mapping[str, str] = field(default_factory=dict)
 
     def decide(
         self, members: Mapping[str, float], values: Mapping[str, Any], stats: Stats | None,
@@ -131,11 +135,13 @@ class RuleSet:
                 out.append((slot, rule.name, False))
         return out
 
-    def recheck_at(self, members: Mapping[str, float], checked_at: float | None) -> float | None:
+    def recheck_at(self, members: Mapping[str, float], values: Mapping[str, Any],
+                   clock: Clock) -> float | None:
         """Return when a member's segments must be re-checked without an event (``None``: never).
 
-        At the end of a ``min_time`` (an exit may have been held back), and
-        ``recheck_s`` after the last check while in a time-dependent rule.
+        ``values``: what the rules were just evaluated on, at ``clock.at``. Due at
+        the end of a ``min_time`` (an exit may have been held back), and when a
+        time-dependent rule's conditions may next change (``operators/rechecks.py``).
         """
         best = None
         for rule in self.rules:
@@ -143,12 +149,14 @@ class RuleSet:
             if since is None:
                 continue
             candidates = []
-            if rule.min_time_s and checked_at is not None and since + rule.min_time_s > checked_at:
+            if rule.min_time_s and since + rule.min_time_s > clock.at:
                 candidates.append(since + rule.min_time_s)
-            if rule.time_dependent and checked_at is not None:
-                candidates.append(checked_at + self.recheck_s)
+            if rule.time_dependent:
+                for expression in (rule.when, rule.exit_when):
+                    if expression is not None:
+                        candidates.append(next_change(expression, values, self.moves, clock))
             for due in candidates:
-                if best is None or due < best:
+                if due is not None and (best is None or due < best):
                     best = due
         return best
 
@@ -239,6 +247,7 @@ def load_segments_text(
     lines = TomlLines(text)
     traits = _traits(document.get("traits", {}), source)
     schema = expression_schema(WindowLayout.build(horizons), traits)
+    moves = time_behaviour(WindowLayout.build(horizons))
     settings = document.get("settings", {})
     known = ("recheck", "min_population")
     if not isinstance(settings, dict):
@@ -258,8 +267,8 @@ def load_segments_text(
         journey=JourneyConfig.from_dict(document["journey"], schema=schema, source=source,
                                         line_of=lines.line_of),
         source=source,
-        rules=RuleSet(_rules(document.get("rules", {}), source, schema, lines,
-                             time_dependent_names(WindowLayout.build(horizons))), recheck),
+        rules=RuleSet(_rules(document.get("rules", {}), source, schema, lines, moves), recheck,
+                      moves),
         cart_abandoner=_cart_trigger(document.get("triggers", {}), source),
         traits=traits,
         min_population=min_population,
@@ -280,7 +289,7 @@ def _traits(table: Any, source: str) -> dict[str, str]:
 
 def _rules(
     table: Any, source: str, schema: Mapping[str, str], lines: TomlLines,
-    time_dependent: frozenset[str],
+    moves: Mapping[str, str],
 ) -> tuple[Rule, ...]:
     if not isinstance(table, dict):
         raise ConfigError("rules", source, "expected tables [rules.<name>]")
@@ -316,7 +325,7 @@ def _rules(
         if "exit_when" in expressions:
             reads |= expressions["exit_when"].names
         rules.append(Rule(name, expressions["when"], expressions.get("exit_when"), min_time,
-                          description, bool(reads & time_dependent)))
+                          description, bool(reads & moves.keys())))
     return tuple(rules)
 
 

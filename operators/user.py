@@ -73,6 +73,7 @@ from segstream.operators.models import (
     cluster_vector,
 )
 from segstream.operators.population import Population
+from segstream.operators.rechecks import Clock
 from segstream.operators.rfm import rfm_values
 from segstream.operators.segments import RuleSet, default_segments
 from segstream.state.profile import NO_WATERMARK, Fact, Profile, UserState
@@ -311,8 +312,8 @@ def _due(profile: Profile, config: UserConfig) -> tuple[float, str] | None:
 
 def _rules_due(state: UserState, config: UserConfig) -> tuple[float, str] | None:
     """Return when the user's rule segments must be re-checked without an event, if ever."""
-    at = config.rules.recheck_at(state.published_segments, state.checked_at)
-    return None if at is None else (at, RULES_TIMER)
+    at = state.recheck_at
+    return None if at is None or not state.published_segments else (at, RULES_TIMER)
 
 
 def _session_end(profile: Profile, config: UserConfig) -> float | None:
@@ -647,7 +648,10 @@ class _Run:
                     members[name] = at
                 else:
                     del members[name]
-            state.checked_at = at
+            features_config = self.config.features
+            state.recheck_at = rules.recheck_at(members, values, Clock(
+                at, lambda windows: features_config.windows.next_change(view.buckets, at, windows),
+                features_config.engagement_half_life_s, rules.recheck_s))
         state.version = base + len(rules.rules)
         known = rules.names
         for name in sorted(set(state.published_segments) - set(known)):

@@ -28,7 +28,7 @@ revenue, sessions]``; ``sessions`` counts session starts (``sessions_{horizon}``
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 RESOLUTIONS: tuple[int, ...] = (60, 300, 3600, 86400)
@@ -148,6 +148,10 @@ class WindowLayout:
         return cls(specs, resolutions, tuple(keep[r] for r in resolutions), nested)
 
     @property
+    def _every(self) -> tuple[WindowSpec, ...]:
+        return (*self.horizons, *DAY_WINDOWS)
+
+    @property
     def coarsest(self) -> int:
         """Index of the day level (late events are counted there only)."""
         return len(self.resolutions) - 1
@@ -233,6 +237,41 @@ class WindowLayout:
             for _span, i in nested[j:]:
                 out[i] = running[:]
         return out
+
+    def next_change(self, levels: list[list[list[float]]], at: float,
+                    horizons: Collection[str] | None = None) -> float | None:
+        """Return the earliest time after ``at`` when a window's sums change with no new event.
+
+        That is when the oldest bucket inside some window leaves it (or a bucket
+        ahead of ``at`` enters); ``None`` if every window is empty and stays so.
+        ``horizons``: only those windows (by name, ``"7d"``, ``"90d"``...).
+
+        >>> layout = WindowLayout.build(("1h",))
+        >>> levels = layout.empty()
+        >>> layout.add(levels, 100.0, "product_view", 0.0)
+        >>> layout.next_change(levels, 200.0)  # bucket 0 leaves the 1h window at 12 * 300 s
+        3600.0
+        """
+        best: float | None = None
+        for level, resolution in enumerate(self.resolutions):
+            buckets = levels[level] if levels else ()
+            if not buckets:
+                continue
+            newest = int(at // resolution)
+            candidates = []
+            ahead = next((int(b[0]) for b in buckets if b[0] > newest), None)
+            if ahead is not None:  # a bucket after ``at`` enters when it starts
+                candidates.append(float(ahead * resolution))
+            for span, i in self.nested[level]:
+                if horizons is not None and self._every[i].name not in horizons:
+                    continue
+                oldest = next((int(b[0]) for b in buckets if newest - span < b[0] <= newest), None)
+                if oldest is not None:  # the oldest bucket inside leaves
+                    candidates.append(float((oldest + span) * resolution))
+            for due in candidates:
+                if due > at and (best is None or due < best):
+                    best = due
+        return best
 
 
 def _drop_before(buckets: list[list[float]], cutoff: int) -> None:

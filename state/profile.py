@@ -141,7 +141,7 @@ class UserState:
             reserved by a feature snapshot for a model decision.
         published_journey: journey phase last published.
         published_segments: rule segments last published, with the time each was entered.
-        checked_at: event time the rules were last evaluated (re-checks count from it).
+        recheck_at: event time the rules are next due to be re-checked without an event.
         contributed: the user's values in the population statistics (``None``: none).
         contributed_layout: the population layout ``contributed`` follows (the
             tracked features change with the segments file).
@@ -156,7 +156,7 @@ class UserState:
     version: int = 0
     published_journey: str | None = None
     published_segments: dict[str, float] = field(default_factory=dict)
-    checked_at: float | None = None
+    recheck_at: float | None = None
     contributed: list[float | None] | None = None
     contributed_layout: int | None = None
     watermark: float = NO_WATERMARK
@@ -171,7 +171,7 @@ class UserState:
         # object; a user is held as these bytes, so keep an exact-size copy.
         return bytes(memoryview(orjson.dumps([
             STATE_FORMAT, self.user_id, self.version, self.published_journey,
-            self.published_segments, self.checked_at, self.contributed, self.contributed_layout,
+            self.published_segments, self.recheck_at, self.contributed, self.contributed_layout,
             None if self.watermark == NO_WATERMARK else self.watermark,
             self.clock, [tuple(fact) for fact in self.pending],
             *_profile_values(settled),
@@ -198,10 +198,10 @@ class UserState:
                 "and replay the input to rebuild state"
             )
             raise StateError(user_id, msg)
-        (user_id, version, journey, segments, checked_at, contributed, layout, watermark, clock,
+        (user_id, version, journey, segments, recheck_at, contributed, layout, watermark, clock,
          pending) = values[:_HEAD]
         return cls(
-            user_id, version, journey, segments, checked_at, contributed, layout,
+            user_id, version, journey, segments, recheck_at, contributed, layout,
             NO_WATERMARK if watermark is None else watermark, clock,
             [Fact(*fact) for fact in pending], Profile(*values[_HEAD:]),
         )

@@ -12,6 +12,7 @@ from segstream.operators.events import Event, iso_utc
 from segstream.operators.features import FeatureConfig
 from segstream.operators.parse import EventParser
 from segstream.operators.population import Population
+from segstream.operators.rechecks import EPSILON, Clock
 from segstream.operators.segments import DEFAULT_SEGMENTS_FILE, load_segments_text
 from segstream.operators.user import UserConfig, UserLogic, UserUpdate
 
@@ -72,17 +73,32 @@ def test_min_time_holds_an_exit_back() -> None:
     assert rules.decide({"vip": 0.0}, {"revenue_total": 0.0}, None, DAY - 1) == []
     assert rules.decide({"vip": 0.0}, {"revenue_total": 0.0}, None, DAY) == [(0, "vip", False)]
     # The held exit is re-checked when the minimum time ends, even without an event.
-    assert rules.recheck_at({"vip": 0.0}, checked_at=10.0) == DAY
+    assert rules.recheck_at({"vip": 0.0}, {"revenue_total": 0.0}, clock(10.0)) == DAY
 
 
-def test_time_dependent_rules_are_rechecked_while_a_member() -> None:
+def clock(at: float, next_step: float | None = None) -> Clock:
+    return Clock(at, lambda _windows: next_step, half_life_s=DAY, fallback_s=7200.0)
+
+
+def test_time_dependent_rules_are_rechecked_when_they_may_change() -> None:
     config = segments('[rules.recent]\nwhen = "since_last_purchase_s <= 14d"\n'
-                      '[rules.rich]\nwhen = "revenue_total > 5"\n', '[settings]\nrecheck = "2h"\n')
+                      '[rules.rich]\nwhen = "revenue_total > 5"\n'
+                      '[rules.busy]\nwhen = "sessions_7d > 3 or search_1h > 9"\n'
+                      '[rules.mixed]\nwhen = "age_s - since_last_seen_s > 1d"\n')
     rules = config.rules
-    assert [r.time_dependent for r in rules.rules] == [True, False]
-    assert rules.recheck_at({"recent": 0.0}, checked_at=100.0) == 100.0 + 7200
-    assert rules.recheck_at({"rich": 0.0}, checked_at=100.0) is None
-    assert rules.recheck_at({}, checked_at=100.0) is None
+    assert [r.time_dependent for r in rules.rules] == [True, False, True, True]
+    values = {"since_last_purchase_s": 3 * DAY, "revenue_total": 10.0, "sessions_7d": 4,
+              "search_1h": 0, "age_s": 5 * DAY, "since_last_seen_s": 0.0}
+    # Exactly when the purchase is 14 days old (a hair after, so that <= has flipped).
+    assert rules.recheck_at({"recent": 0.0}, values, clock(100.0)) == pytest.approx(
+        100.0 + 11 * DAY + EPSILON)
+    assert rules.recheck_at({"rich": 0.0}, values, clock(100.0)) is None
+    # Windowed counts change when a bucket leaves a window; without buckets, never.
+    assert rules.recheck_at({"busy": 0.0}, values, clock(100.0, next_step=5000.0)) == 5000.0
+    assert rules.recheck_at({"busy": 0.0}, values, clock(100.0)) is None
+    # Two moving names in one comparison: not predicted, re-checked every `recheck`.
+    assert rules.recheck_at({"mixed": 0.0}, values, clock(100.0)) == 100.0 + 7200
+    assert rules.recheck_at({}, values, clock(100.0)) is None
 
 
 def test_missing_values_and_unknown_statistics_make_conditions_false() -> None:
@@ -175,7 +191,7 @@ def user_config(rules: str, population: Population | None = None) -> UserConfig:
 
 
 def test_recent_purchaser_ends_14_days_after_the_purchase_without_an_event() -> None:
-    """A time-dependent rule is re-checked by timer: the exit comes within one recheck of 14 d."""
+    """A time-dependent rule is re-checked by timer: the exit comes right after 14 days."""
     config = user_config('[rules.recent_purchaser]\nwhen = "since_last_purchase_s <= 14d"\n')
     logic = UserLogic(config)
     updates = logic.on_items([event("Order Completed", T0, "p1", 10.0)])
@@ -186,7 +202,7 @@ def test_recent_purchaser_ends_14_days_after_the_purchase_without_an_event() -> 
     [(change, cause)] = rule_changes(updates, "recent_purchaser")
     assert (change, cause) == ("exit", "timer:rules")
     [exit_] = [c for u in updates for c in u.changes if c.segment == "recent_purchaser"]
-    assert T0 + 14 * DAY < exit_.event_time <= T0 + 14 * DAY + 3600
+    assert T0 + 14 * DAY < exit_.event_time <= T0 + 14 * DAY + 0.01
 
 
 def test_a_population_rule_reads_the_live_statistics() -> None:
