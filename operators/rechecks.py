@@ -114,7 +114,8 @@ def _comparison(node: Node, values: Mapping[str, Any], moves: Mapping[str, str],
         if value is None:  # no purchase yet: stays missing until an event
             return None
         crossing = _crossing(moves[name], float(value), float(constant), clock)
-        return None if crossing is None else crossing + EPSILON
+        # Never at ``at`` itself: a timer due now would fire again and again.
+        return None if crossing is None else max(crossing, clock.at) + EPSILON
     return clock.at + clock.fallback_s
 
 
