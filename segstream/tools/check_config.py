@@ -52,8 +52,8 @@ def describe(segments: SegmentsConfig) -> str:
     lines.append("  transitions, first match wins:")
     for transition in journey.transitions:
         lines.append(f"    {_transition(transition)}")
-    lines += ["", f"rules (re-checked every {_duration(segments.rules.recheck_s)} "
-              "of event time while time-dependent)"]
+    lines += ["", "rules (time-dependent ones re-checked without events when they may "
+              f"change, or every {_duration(segments.rules.recheck_s)} if that cannot be predicted)"]
     for rule in segments.rules.rules:
         lines.append(f"  {rule.name}: {rule.description}" if rule.description else f"  {rule.name}")
         lines.append(f"    enter when  {rule.when.text}")
