@@ -148,7 +148,7 @@ class RuleSet:
             since = members.get(rule.name)
             if since is None:
                 continue
-            candidates = []
+            candidates: list[float | None] = []
             if rule.min_time_s and since + rule.min_time_s > clock.at:
                 candidates.append(since + rule.min_time_s)
             if rule.time_dependent:
