@@ -31,7 +31,7 @@ test: $(STAMP) redis-server
 	$(BIN)/pytest -q $(PYTEST_ARGS)
 
 bench: $(STAMP) redis-server
-	$(BIN)/python -m benchmarks.throughput $(BENCH_ARGS)
+	$(BIN)/python -m benchmarks.bench $(BENCH_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/pip install --quiet ruff

@@ -47,7 +47,12 @@ def main() -> None:
     ap.add_argument("--events", type=int, default=200_000)
     ap.add_argument("--users", type=int, default=20_000)
     ap.add_argument("--partitions", type=int, default=1)
+    ap.add_argument("--passthrough-only", action="store_true",
+                    help="run only the passthrough, on the topics of SEGSTREAM_* (benchmarks/bench.py)")
     args = ap.parse_args()
+    if args.passthrough_only:
+        run_main(passthrough_flow(load_config()))
+        return
     log = generate(args.users, args.events, seed=1)
     with TansuBroker() as broker, RedisServer() as redis_server:
         broker.create_topics(["clicks"], partitions=args.partitions)
