@@ -36,6 +36,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import river.cluster
 import river.drift
 import river.linear_model
@@ -370,41 +371,57 @@ class ClusterModel:
         return out
 
     def _seed(self, points: list[dict[str, float]]) -> None:
-        """Seed the centres: the best of a few k-means++ starts, each refined by Lloyd rounds."""
+        """Seed the centres: the best of a few k-means++ starts, each refined by Lloyd rounds.
+
+        In numpy over a points-by-features matrix: seeding blocks the worker, and
+        in pure Python it took seconds on 3,000 snapshots (8 starts, 10 rounds).
+        """
         scaled = [self.scaler.transform_one(x) for x in points]
-        best: tuple[float, list[dict[str, float]]] | None = None
+        names = sorted({name for p in scaled for name in p})
+        matrix = np.array([[p.get(n, 0.0) for n in names] for p in scaled])
+        best: tuple[float, np.ndarray] | None = None
         for _ in range(SEED_RESTARTS):
-            centres = self._lloyd(scaled, self._kmeans_plus_plus(scaled))
-            inertia = sum(min(_distance2(p, c) for c in centres) for p in scaled)
+            centres = _lloyd(matrix, self._kmeans_plus_plus(matrix))
+            inertia = float(_nearest(matrix, centres)[1].sum())
             if best is None or inertia < best[0]:
                 best = (inertia, centres)
         assert best is not None
         for i, centre in enumerate(best[1]):
             self.kmeans.centers[i].clear()
-            self.kmeans.centers[i].update(centre)
+            self.kmeans.centers[i].update(dict(zip(names, centre.tolist(), strict=True)))
 
-    def _kmeans_plus_plus(self, scaled: list[dict[str, float]]) -> list[dict[str, float]]:
-        centres = [dict(self.rng.choice(scaled))]
-        while len(centres) < min(self.config.cluster_k, len(scaled)):
-            weights = [min(_distance2(p, c) for c in centres) for p in scaled]
-            if sum(weights) == 0:
-                centres.append(dict(self.rng.choice(scaled)))
+    def _kmeans_plus_plus(self, points: np.ndarray) -> np.ndarray:
+        """k-means++ starting centres (rows of ``points``), drawn with the model's seeded rng."""
+        n = len(points)
+        chosen = [self.rng.randrange(n)]
+        while len(chosen) < min(self.config.cluster_k, n):
+            weights = _nearest(points, points[chosen])[1]
+            total = float(weights.sum())
+            if total == 0:
+                chosen.append(self.rng.randrange(n))
             else:  # far points are likelier seeds
-                centres.append(dict(self.rng.choices(scaled, weights=weights)[0]))
-        return centres
+                cumulative = np.cumsum(weights)
+                pick = int(np.searchsorted(cumulative, self.rng.random() * total, side="right"))
+                chosen.append(min(pick, n - 1))
+        return points[chosen].copy()
 
-    @staticmethod
-    def _lloyd(scaled: list[dict[str, float]], centres: list[dict[str, float]],
-               rounds: int = 10) -> list[dict[str, float]]:
-        for _ in range(rounds):
-            groups: list[list[dict[str, float]]] = [[] for _ in centres]
-            for p in scaled:
-                groups[min(range(len(centres)), key=lambda i: _distance2(p, centres[i]))].append(p)
-            for i, group in enumerate(groups):
-                if group:
-                    names = {name for p in group for name in p}
-                    centres[i] = {n: sum(p.get(n, 0.0) for p in group) / len(group) for n in names}
-        return centres
+
+def _nearest(points: np.ndarray, centres: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each point's nearest centre and squared distance to it."""
+    d2 = ((points[:, None, :] - centres[None, :, :]) ** 2).sum(axis=2)
+    nearest = d2.argmin(axis=1)
+    return nearest, d2[np.arange(len(points)), nearest]
+
+
+def _lloyd(points: np.ndarray, centres: np.ndarray, rounds: int = 10) -> np.ndarray:
+    """Lloyd rounds: each centre moves to the mean of its points (an empty one stays)."""
+    for _ in range(rounds):
+        nearest, _d2 = _nearest(points, centres)
+        for i in range(len(centres)):
+            members = points[nearest == i]
+            if len(members):
+                centres[i] = members.mean(axis=0)
+    return centres
 
 
 class ChurnModel:
