@@ -12,9 +12,13 @@ the topic (start-up included):
 - ``baseline``: a plain confluent-kafka consumer loop doing the same features,
   rules and sinks (``benchmarks/baseline.py``), one process.
 
-It prints a table (events/s, ratio to the ceiling) and writes it as JSON
-(``--json``). The broker is Tansu: its costs are in every figure, and
-production runs Apache Kafka.
+Then, unless ``--latency-seconds 0``, latency (``benchmarks/latency.py``): a
+tailing ``segstream run`` (one process) gets the log's next records at 25 %,
+50 % and 90 % of the ``full`` scenario's rate, and produce -> ``segment-changes``
+and produce -> Redis are measured (p50 / p95 / p99 / max).
+
+It prints the tables and writes them as JSON (``--json``). The broker is
+Tansu: its costs are in every figure, and production runs Apache Kafka.
 
     python -m benchmarks.bench                          # the full run
     python -m benchmarks.bench --events 20000 --users 2000 --scenarios ceiling,full
@@ -34,9 +38,13 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from benchmarks.latency import WARMUP_RECORDS, LatencyRun, paced_run
 from segstream.services import RedisServer, TansuBroker, clean_env, free_port
+from segstream.tools.demo import processed, scrape
 
 SCENARIOS = ("ceiling", "full", "full_2p", "baseline")
+LOADS = (0.25, 0.50, 0.90)
+"""Latency is measured at these shares of the ``full`` scenario's throughput."""
 INPUT_TOPIC = "clicks"
 PARTITIONS = 2
 
@@ -105,8 +113,10 @@ def scenario_commands(scenario: str, expected: int) -> list[list[str]]:
 
 
 def run_bench(events: int, users: int, scenarios: Sequence[str], *, seed: int = 1,
-              timeout_s: float = 3600.0) -> tuple[list[Result], dict[str, str]]:
-    """Load the log once and run every scenario on it; return the results and the setting."""
+              timeout_s: float = 3600.0, latency_seconds: float = 0.0,
+              latency_loads: Sequence[float] = LOADS,
+              ) -> tuple[list[Result], list[LatencyRun], dict[str, str]]:
+    """Load the log once, run every scenario on it, then the latency runs (if asked)."""
     from segstream.tools.generate import generate  # noqa: PLC0415
     from segstream.tools.replay import Record, read_jsonl  # noqa: PLC0415
 
@@ -126,12 +136,63 @@ def run_bench(events: int, users: int, scenarios: Sequence[str], *, seed: int = 
             seconds = run_processes(commands, worker_env(broker, redis_server.url, name), logs,
                                     timeout_s=timeout_s)
             results.append(Result(name, len(commands), sent, seconds))
+        full = next((r.rate for r in results if r.scenario == "full"), None)
+        latency = [] if not latency_seconds or full is None else measure_latency(
+            broker, redis_server, records, [full * load for load in latency_loads],
+            latency_seconds, Path(tmp))
     setting = {
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
         "broker": "Tansu (local, memory storage)",
         "log": f"{sent} events, {users} users, {PARTITIONS} partitions",
     }
-    return results, setting
+    return results, latency, setting
+
+
+def measure_latency(broker: TansuBroker, redis_server: RedisServer,
+                    records: Sequence[tuple[bytes, bytes]], rates: Sequence[float],
+                    seconds: float, tmp: Path) -> list[LatencyRun]:
+    """Run a tailing worker on a fresh topic, warm it up, then one paced run per rate."""
+    records = [r for r in records if r[0] is not None]  # keyed by user: attributable in Redis
+    name = "latency"
+    broker.create_topics([f"{name}-in"], partitions=PARTITIONS)
+    broker.create_topics([f"out-{name}", f"dlq-{name}", f"model-{name}"])
+    port = free_port()
+    env = worker_env(broker, redis_server.url, name) | {
+        "SEGSTREAM_INPUT_TOPICS": f"{name}-in", "SEGSTREAM_METRICS_PORT": str(port)}
+    log = open(tmp / "latency.log", "wb")  # noqa: SIM115 - closed below
+    worker = subprocess.Popen([sys.executable, "-m", "segstream.cli", "run"], env=env,
+                              stdout=log, stderr=subprocess.STDOUT)
+    try:
+        warm = broker.produce(f"{name}-in", records[:WARMUP_RECORDS])
+        deadline = time.monotonic() + 120
+        while processed(scrape(port)) < warm:
+            if worker.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("the latency worker did not take its warm-up: "
+                                   + (tmp / "latency.log").read_text()[-2000:])
+            time.sleep(0.2)
+        runs, start = [], WARMUP_RECORDS
+        for rate in rates:
+            count = int(rate * seconds)
+            runs.append(paced_run(broker.bootstrap, f"{name}-in", f"out-{name}", redis_server.url,
+                                  f"{name}:", records[start:start + count], rate=rate,
+                                  seconds=seconds))
+            start += count
+        return runs
+    finally:
+        worker.terminate()
+        worker.wait(30)
+        log.close()
+
+
+def latency_table(runs: Sequence[LatencyRun]) -> str:
+    """Latency percentiles per load, in ms."""
+    lines = [f"{'rate':>8} {'achieved':>9}  {'path':<6} {'count':>7} {'p50':>8} {'p95':>8} "
+             f"{'p99':>8} {'max':>8}  (ms)"]
+    for run in runs:
+        for path, p in (("kafka", run.kafka), ("redis", run.redis)):
+            lines.append(f"{run.rate:>8,.0f} {run.achieved:>9,.0f}  {path:<6} {p.count:>7} "
+                         f"{p.p50:>8.1f} {p.p95:>8.1f} {p.p99:>8.1f} {p.max:>8.1f}")
+    return "\n".join(lines)
 
 
 def table(results: Sequence[Result], setting: dict[str, str]) -> str:
@@ -153,16 +214,22 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--scenarios", default=",".join(SCENARIOS),
                     help=f"comma-separated, from {', '.join(SCENARIOS)}")
     ap.add_argument("--json", type=Path, help="write the results here as JSON")
+    ap.add_argument("--latency-seconds", type=float, default=30.0,
+                    help="seconds of paced input per load for the latency runs (0: none)")
     args = ap.parse_args(argv)
     scenarios = [s.strip() for s in args.scenarios.split(",") if s.strip()]
     for name in scenarios:
         if name not in SCENARIOS:
             ap.error(f"--scenarios: unknown {name!r}; choose from {', '.join(SCENARIOS)}")
-    results, setting = run_bench(args.events, args.users, scenarios)
+    results, latency, setting = run_bench(args.events, args.users, scenarios,
+                                          latency_seconds=args.latency_seconds)
     print(table(results, setting))
+    if latency:
+        print(latency_table(latency))
     if args.json:
         args.json.write_text(json.dumps({"setting": setting, "results": [
-            {**asdict(r), "rate": r.rate} for r in results]}, indent=2))
+            {**asdict(r), "rate": r.rate} for r in results],
+            "latency": [asdict(run) for run in latency]}, indent=2))
 
 
 if __name__ == "__main__":

@@ -4,19 +4,35 @@ from __future__ import annotations
 
 import pytest
 
-from benchmarks.bench import SCENARIOS, Result, main, run_bench, table
+from benchmarks.bench import SCENARIOS, Result, latency_table, main, run_bench, table
+from benchmarks.latency import Percentiles
 
 pytestmark = pytest.mark.integration
 
 
 def test_every_scenario_runs_to_the_end_of_a_tiny_log() -> None:
-    results, setting = run_bench(1500, 150, SCENARIOS, timeout_s=120)
+    results, latency, setting = run_bench(6000, 600, SCENARIOS, timeout_s=120, latency_seconds=1.0,
+                                          latency_loads=(0.05, 0.1))
     assert [r.scenario for r in results] == list(SCENARIOS)
     assert [r.processes for r in results] == [1, 1, 2, 1]
     assert all(r.events == results[0].events > 1000 and r.rate > 0 for r in results)
     text = table(results, setting)
     assert "Tansu" in text
     assert text.splitlines()[-4].split()[-1] == "1.00"  # the ceiling against itself
+    # Latency: a paced run per load, each change and each event observed on its way out.
+    full = results[1].rate
+    assert [run.rate for run in latency] == pytest.approx([0.05 * full, 0.1 * full])
+    for run in latency:
+        assert run.kafka.count > 0 and run.redis.count > 0
+        assert 0 < run.redis.p50 <= run.redis.p99 <= run.redis.max < 30_000
+        # Every paced event is counted once in Redis (some may still be in flight at the end).
+        assert run.redis.count <= int(run.rate * 1.0)
+    assert len(latency_table(latency).splitlines()) == 1 + 2 * len(latency)
+
+
+def test_percentiles_are_nearest_rank_in_ms() -> None:
+    p = Percentiles.of([i / 1000 for i in range(1, 101)])  # 1..100 ms
+    assert (p.count, p.p50, p.p95, p.p99, p.max) == (100, 50.0, 95.0, 99.0, 100.0)
 
 
 def test_the_table_puts_each_scenario_against_the_ceiling() -> None:
