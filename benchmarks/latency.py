@@ -27,6 +27,8 @@ from dataclasses import dataclass
 import orjson
 from confluent_kafka import OFFSET_END, Consumer, Producer, TopicPartition
 from redis import Redis
+from segstream.operators.events import Event
+from segstream.operators.parse import EventParser
 from segstream.state.redis import RedisLayout
 
 from segstream.services import CONSUMER_TUNING, PRODUCER_TUNING
@@ -159,18 +161,19 @@ def paced_run(bootstrap: str, input_topic: str, output_topic: str, redis_url: st
         thread.start()
     time.sleep(1.0)  # both subscribed before the first message
     producer = Producer({"bootstrap.servers": bootstrap, **PRODUCER_TUNING})
+    parser = EventParser()
     started = time.time()
     for i, (key, value) in enumerate(records[:count]):
         due = started + i / rate
         wait = due - time.time()
         if wait > 0:
             time.sleep(wait)
-        doc = orjson.loads(value)
-        user = key.decode()
+        event = parser.parse(value, key=key)
         with sent.lock:
             now = time.time()
-            sent.by_id[doc.get("messageId")] = now
-            sent.by_user[user].append(now)
+            if isinstance(event, Event):  # a dead letter never reaches the profile
+                sent.by_id[event.message_id] = now
+                sent.by_user[event.key].append(now)
         producer.produce(input_topic, value, key)
         producer.poll(0)
     producer.flush()
