@@ -55,7 +55,7 @@ class PopulationSync:
                                         daemon=True)
 
     def start(self) -> PopulationSync:
-        """Start syncing (nothing to do when no rule reads a statistic); returns self."""
+        """Start syncing (nothing to do when the population tracks no feature); returns self."""
         if self._population.features:
             self._thread.start()
         return self

@@ -169,8 +169,8 @@ def change_messages(output_topic: str, updates: list[UserUpdate]) -> list[OutMes
         for change in update.changes:
             out.append(OutMessage(output_topic, change_key(change),
                                   change_value(change, emitted_at=emitted_at)))
-            kinds[change.kind] += 1
             kind = change.kind
+            kinds[kind] += 1
             if change.change == "enter":
                 members[kind, change.segment] += 1
                 if change.previous is not None:
@@ -191,7 +191,6 @@ def change_messages(output_topic: str, updates: list[UserUpdate]) -> list[OutMes
 
 def _phase(segment: str | None) -> str:
     return "" if segment is None else segment.partition(":")[2]
-
 
 
 class _ParseStep(StatefulBatchLogic[SourceItem, "Stamped | Rejected", float]):

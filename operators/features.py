@@ -389,10 +389,9 @@ def _journey_step(
     elif previous is not None:
         # An inactivity transition due before this event happened first, whether
         # or not the watermark fired it: the timeline decides.
-        idle = journey.idle_deadline(profile.journey, profile.journey_since, previous)
-        if idle is not None and idle[0] < ts:
-            enter_phase(profile, idle[1].target, idle[1].name, idle[0])
-            steps.append(JourneyStep(idle[1].target, idle[1].name, idle[0], JOURNEY_TIMER_CAUSE))
+        idle = _take_idle(profile, journey, previous, before=ts)
+        if idle is not None:
+            steps.append(idle)
     phase = profile.journey
     assert phase is not None
     transition = journey.on_event(
@@ -414,15 +413,21 @@ def enter_phase(profile: Profile, phase: str, rule: str, at: float) -> None:
 
 def fire_journey_timer(profile: Profile, config: FeatureConfig) -> None:
     """Take the inactivity transition that is due (the watermark passed its deadline)."""
-    if profile.journey is None or profile.last_seen is None:
-        return
-    idle = config.journey.idle_deadline(profile.journey, profile.journey_since, profile.last_seen)
-    if idle is not None:
-        enter_phase(profile, idle[1].target, idle[1].name, idle[0])
+    if profile.last_seen is not None:
+        _take_idle(profile, config.journey, profile.last_seen)
 
 
-MODEL_FIELDS = ("cluster", "churn_p", "churn_band")
-"""Profile fields the models decide, readable by expressions."""
+def _take_idle(profile: Profile, journey: JourneyConfig, last_seen: float,
+               before: float | None = None) -> JourneyStep | None:
+    """Take the inactivity transition after ``last_seen``, if one is due (before ``before``)."""
+    if profile.journey is None:
+        return None
+    idle = journey.idle_deadline(profile.journey, profile.journey_since, last_seen)
+    if idle is None or (before is not None and idle[0] >= before):
+        return None
+    deadline, transition = idle
+    enter_phase(profile, transition.target, transition.name, deadline)
+    return JourneyStep(transition.target, transition.name, deadline, JOURNEY_TIMER_CAUSE)
 
 
 def expression_schema(

@@ -108,9 +108,7 @@ class Transition:
         if self.on is not None:
             return EVENT
         assert self.when is not None
-        if self.when.statistics or self.when.names & SNAPSHOT_NAMES:
-            return SNAPSHOT
-        return CONDITION
+        return SNAPSHOT if changes_at_snapshots(self.when) else CONDITION
 
     def leaves(self, phase: str) -> bool:
         """Return whether this transition can take a user out of ``phase``."""
@@ -245,6 +243,24 @@ def str_list(raw: Any, field: str, source: str) -> list[str]:
     return list(raw)
 
 
+def changes_at_snapshots(when: Expression) -> bool:
+    """Whether a condition reads what only feature snapshots move (models, RFM, statistics)."""
+    return bool(when.statistics) or bool(when.names & SNAPSHOT_NAMES)
+
+
+def condition(raw: Any, schema: Mapping[str, str], source: str, field: str, line: int) -> Expression:
+    """Parse the condition setting ``field`` (text), at ``line`` of ``source``.
+
+    Raises:
+        ConfigError: the setting is not text.
+        ExpressionError: the text does not parse or type-check.
+
+    """
+    if not isinstance(raw, str):
+        raise ConfigError(field, source, f"expected a condition, got {raw!r}")
+    return parse(raw, schema, source=source, field=field, line=line)
+
+
 def duration(raw: Any, field: str, source: str) -> float:
     """Return seconds from ``"10m"``-style text."""
     if not isinstance(raw, str):
@@ -303,13 +319,8 @@ def _transition(
                     f"{field}.on", source, f"unknown role {role!r}" + suggest(role, ROLES)
                 )
         on = frozenset(roles)
-    when = None
-    if "when" in raw:
-        text = raw["when"]
-        if not isinstance(text, str):
-            raise ConfigError(f"{field}.when", source, f"expected a condition, got {text!r}")
-        when = parse(text, schema, source=source, field=f"{field}.when",
-                     line=line_of(("journey", "transitions", index, "when")))
+    when = condition(raw["when"], schema, source, f"{field}.when",
+                     line_of(("journey", "transitions", index, "when"))) if "when" in raw else None
     after = duration(raw["after"], f"{field}.after", source) if "after" in raw else None
     triggers = [name for name, given in (("on", on), ("after", after)) if given is not None]
     if len(triggers) > 1:
@@ -319,7 +330,7 @@ def _transition(
                           "an 'after' transition takes no condition: inactivity is its trigger")
     if not triggers and when is None:
         raise ConfigError(field, source, "needs a trigger: on = [roles], when = \"...\" or after")
-    if on is not None and when is not None and (when.statistics or when.names & SNAPSHOT_NAMES):
+    if on is not None and when is not None and changes_at_snapshots(when):
         raise ConfigError(
             f"{field}.when", source,
             "reads a model output, the RFM score or a population statistic, which change at feature "

@@ -49,7 +49,7 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
-from segstream.operators.expressions import BOOL, NUMBER, STRING, Expression, Stats, parse
+from segstream.operators.expressions import BOOL, NUMBER, STRING, Expression, Stats
 from segstream.operators.features import (
     DEFAULT_HORIZONS,
     TIMESTAMP_FEATURES,
@@ -57,7 +57,7 @@ from segstream.operators.features import (
     expression_schema,
     time_behaviour,
 )
-from segstream.operators.journey import JourneyConfig, duration
+from segstream.operators.journey import JourneyConfig, condition, duration
 from segstream.operators.population import TIMESTAMP_BIN_S, Bins, Population
 from segstream.operators.rechecks import Clock, next_change
 from segstream.operators.rfm import RFM_FEATURES
@@ -246,8 +246,9 @@ def load_segments_text(
         raise ConfigError("journey", source, "the segments file needs a [journey] table")
     lines = TomlLines(text)
     traits = _traits(document.get("traits", {}), source)
-    schema = expression_schema(WindowLayout.build(horizons), traits)
-    moves = time_behaviour(WindowLayout.build(horizons))
+    layout = WindowLayout.build(horizons)
+    schema = expression_schema(layout, traits)
+    moves = time_behaviour(layout)
     settings = document.get("settings", {})
     known = ("recheck", "min_population")
     if not isinstance(settings, dict):
@@ -259,10 +260,8 @@ def load_segments_text(
         else DEFAULT_RECHECK_S
     if recheck <= 0:
         raise ConfigError("settings.recheck", source, "must be a positive duration")
-    min_population = settings.get("min_population", DEFAULT_MIN_POPULATION)
-    if isinstance(min_population, bool) or not isinstance(min_population, int) or min_population < 1:
-        raise ConfigError("settings.min_population", source,
-                          f"expected an integer >= 1, got {min_population!r}")
+    min_population = _positive_int(settings.get("min_population", DEFAULT_MIN_POPULATION),
+                                   "settings.min_population", source)
     return SegmentsConfig(
         journey=JourneyConfig.from_dict(document["journey"], schema=schema, source=source,
                                         line_of=lines.line_of),
@@ -311,11 +310,8 @@ def _rules(
         for key in ("when", "exit_when"):
             if key not in raw:
                 continue
-            text = raw[key]
-            if not isinstance(text, str):
-                raise ConfigError(f"{field_}.{key}", source, f"expected a condition, got {text!r}")
-            expressions[key] = parse(text, schema, source=source, field=f"{field_}.{key}",
-                                     line=lines.line_of(("rules", name, key)))
+            expressions[key] = condition(raw[key], schema, source, f"{field_}.{key}",
+                                         lines.line_of(("rules", name, key)))
         min_time = duration(raw["min_time"], f"{field_}.min_time", source) if "min_time" in raw \
             else 0.0
         description = raw.get("description", "")
@@ -346,16 +342,19 @@ def _cart_trigger(table: Any, source: str) -> CartTrigger:
         if key not in known:
             raise ConfigError(f"{prefix}.{key}", source, "unknown key" + suggest(key, known))
     default = CartTrigger()
-    views = table.get("views", default.views)
-    if isinstance(views, bool) or not isinstance(views, int) or views < 1:
-        raise ConfigError(f"{prefix}.views", source, f"expected an integer >= 1, got {views!r}")
     return CartTrigger(
-        views=views,
+        views=_positive_int(table.get("views", default.views), f"{prefix}.views", source),
         views_within_s=duration(table["views_within"], f"{prefix}.views_within", source)
         if "views_within" in table else default.views_within_s,
         no_purchase_for_s=duration(table["no_purchase_for"], f"{prefix}.no_purchase_for", source)
         if "no_purchase_for" in table else default.no_purchase_for_s,
     )
+
+
+def _positive_int(raw: Any, field: str, source: str) -> int:
+    if isinstance(raw, bool) or not isinstance(raw, int) or raw < 1:
+        raise ConfigError(field, source, f"expected an integer >= 1, got {raw!r}")
+    return raw
 
 
 _HEADER = re.compile(r"^\s*(\[\[?)\s*([A-Za-z0-9_.\"' -]+?)\s*\]\]?\s*(?:#.*)?$")

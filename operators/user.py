@@ -176,11 +176,10 @@ class UserLogic:
                 if state.contributed_layout != population.layout:
                     # The segments file tracks other features than when the state
                     # was saved: contribute what the user's features say now.
-                    found = population.contribution(features(view, config.features))
-                    state.contributed = None if found is None else list(found)
-                    state.contributed_layout = population.layout
+                    state.contributed = None  # never added to this population
+                    _contribute(state, population, features(view, config.features))
                     self.data = state.to_bytes()
-                if state.contributed is not None:
+                elif state.contributed is not None:
                     population.replace(None, tuple(state.contributed))
             self.on_resume(state)
 
@@ -270,8 +269,7 @@ def _next_timer(state: UserState, config: UserConfig, view: Profile | None = Non
     """
     if view is None:
         view = _view(state, config)
-    candidates = [due for due in (_due(state.settled, config), _due(view, config),
-                                  _rules_due(state, config)) if due]
+    candidates = [due for due in (_settled_due(state, config), _due(view, config)) if due]
     if state.pending:
         candidates.append((state.pending[-1].ts, "settle"))
     return (min(candidates)[0], state.clock) if candidates else None
@@ -310,10 +308,14 @@ def _due(profile: Profile, config: UserConfig) -> tuple[float, str] | None:
     return due
 
 
-def _rules_due(state: UserState, config: UserConfig) -> tuple[float, str] | None:
-    """Return when the user's rule segments must be re-checked without an event, if ever."""
+def _settled_due(state: UserState, config: UserConfig) -> tuple[float, str] | None:
+    """Return the earliest timer of the settled state: the profile's, or the rules' re-check."""
+    due = _due(state.settled, config)
     at = state.recheck_at
-    return None if at is None or not state.published_segments else (at, RULES_TIMER)
+    if at is None or not state.published_segments:
+        return due
+    rules = (at, RULES_TIMER)
+    return rules if due is None or rules < due else due
 
 
 def _session_end(profile: Profile, config: UserConfig) -> float | None:
@@ -391,10 +393,7 @@ class _Run:
             state = self.state
             if state is None:
                 return
-            due = _due(state.settled, self.config)
-            rules_due = _rules_due(state, self.config)
-            if rules_due is not None and (due is None or rules_due < due):
-                due = rules_due
+            due = _settled_due(state, self.config)
             pending = state.pending
             if pending and pending[0].ts < watermark and (due is None or pending[0].ts <= due[0]):
                 self._settle_one()
@@ -693,12 +692,7 @@ class _Run:
         population = self.config.population
         rfm = ""
         if population is not None:
-            found = population.contribution(values)
-            contribution = None if found is None else list(found)
-            if contribution != state.contributed or state.contributed_layout != population.layout:
-                population.replace(_tuple(state.contributed), found)
-                state.contributed = contribution
-                state.contributed_layout = population.layout
+            if _contribute(state, population, values):
                 self.touched = True
             rfm = rfm_values(population, values)["rfm"]
         self.updates.append(UserUpdate(
@@ -712,6 +706,18 @@ class _Run:
 
 def _tuple(values: list[float | None] | None) -> tuple[float | None, ...] | None:
     return None if values is None else tuple(values)
+
+
+def _contribute(state: UserState, population: Population, values: dict[str, Any]) -> bool:
+    """Make the user's contribution to ``population`` what ``values`` add; return if it changed."""
+    found = population.contribution(values)
+    contribution = None if found is None else list(found)
+    if contribution == state.contributed and state.contributed_layout == population.layout:
+        return False
+    population.replace(_tuple(state.contributed), found)
+    state.contributed = contribution
+    state.contributed_layout = population.layout
+    return True
 
 
 def _order(fact: Fact) -> tuple[float, str]:

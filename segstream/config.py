@@ -306,8 +306,6 @@ _PARSERS: dict[str, Callable[[Any, str, str], Any]] = {
 _FIELDS = {f.name: f for f in dataclasses.fields(Config)}
 
 
-
-
 def _parse_taxonomy(raw: Any, source: str, base: Taxonomy) -> Taxonomy:
     if not isinstance(raw, dict):
         raise ConfigError("taxonomy", source, "expected a table mapping roles to event names")
@@ -470,8 +468,6 @@ def describe() -> list[tuple[str, str, str, str]]:
         default = "Segment e-commerce names" if f.name == "taxonomy" else repr(f.default)
         rows.append((f.name, env_var, default, f.metadata.get("doc", "")))
     return rows
-
-
 
 
 def load_segments(
