@@ -20,7 +20,7 @@ the allowed lateness. Every definition here is the contract of
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -38,6 +38,7 @@ from segstream.operators.windows import (
     SESSION_SLOT,
     WINDOW_ROLES,
     WindowLayout,
+    WindowSpec,
 )
 from segstream.state.profile import Fact, Profile, TraitValue
 
@@ -243,27 +244,11 @@ def features(profile: Profile, config: FeatureConfig, at: float | None = None) -
 
     Counts are ints, amounts and times floats, absent values ``None``; ``traits``
     is a dict. This is the vector the model step reads and the source of the
-    Redis profile.
+    Redis profile. :class:`ExpressionValues` reads the same features one name
+    at a time.
     """
     at = profile.last_seen if at is None else at
-    values: dict[str, Any] = {
-        "events_total": profile.events_total,
-        "late_total": profile.late_total,
-        "first_seen": profile.first_seen,
-        "last_seen": profile.last_seen,
-        "sessions_total": profile.sessions_total,
-        "session_events": profile.session_events,
-        "session_length_s": (
-            0.0 if profile.session_start is None or profile.last_seen is None
-            else profile.last_seen - profile.session_start
-        ),
-        "events_per_session": _ratio(profile.on_time_total, profile.sessions_total),
-        "bounce_rate": _ratio(
-            profile.bounces + (1 if profile.session_events == 1 else 0), profile.sessions_total
-        ),
-        "purchases_total": profile.purchases_total,
-        "revenue_total": profile.revenue_total,
-    }
+    values: dict[str, Any] = {name: read(profile, config, at) for name, read in _HEAD.items()}
     layout = config.windows
     role_names, fm_names = _window_names(layout)
     if profile.buckets and at is not None:
@@ -281,25 +266,66 @@ def features(profile: Profile, config: FeatureConfig, at: float | None = None) -
         for purchases, revenue in fm_names:
             values[purchases] = 0
             values[revenue] = 0.0
-    values["aov_90d"] = _ratio(values["revenue_90d"], values["purchases_90d"])
-    values["last_purchase"] = profile.last_purchase
-    values["since_last_purchase_s"] = (
-        None if profile.last_purchase is None or at is None else at - profile.last_purchase
-    )
-    values["since_last_seen_s"] = None if at is None or profile.last_seen is None else at - profile.last_seen
-    values["age_s"] = None if at is None or profile.first_seen is None else at - profile.first_seen
-    values["engagement"] = (
-        profile.engagement if at is None or profile.last_seen is None or at == profile.last_seen
-        else profile.engagement * 2.0 ** (-(at - profile.last_seen) / config.engagement_half_life_s)
-    )
-    values["device"] = profile.device
-    values["country"] = profile.country
-    values["channel"] = profile.channel
-    values["traits"] = dict(profile.traits)
-    values["completeness"] = completeness(profile, config.required_attributes)
-    values["cart_abandoned_total"] = profile.cart_abandoned_total
-    values["cart_abandoned"] = profile.cart_member
+    values["aov_90d"] = _aov(values)
+    values.update((name, read(profile, config, at)) for name, read in _TAIL.items())
     return values
+
+
+_Reader = Callable[[Profile, "FeatureConfig", "float | None"], Any]
+
+_HEAD: dict[str, _Reader] = {
+    "events_total": lambda p, c, at: p.events_total,
+    "late_total": lambda p, c, at: p.late_total,
+    "first_seen": lambda p, c, at: p.first_seen,
+    "last_seen": lambda p, c, at: p.last_seen,
+    "sessions_total": lambda p, c, at: p.sessions_total,
+    "session_events": lambda p, c, at: p.session_events,
+    "session_length_s": lambda p, c, at: (
+        0.0 if p.session_start is None or p.last_seen is None else p.last_seen - p.session_start
+    ),
+    "events_per_session": lambda p, c, at: _ratio(p.on_time_total, p.sessions_total),
+    "bounce_rate": lambda p, c, at: _ratio(
+        p.bounces + (1 if p.session_events == 1 else 0), p.sessions_total
+    ),
+    "purchases_total": lambda p, c, at: p.purchases_total,
+    "revenue_total": lambda p, c, at: p.revenue_total,
+}
+"""The features before the windows (in :func:`features`' order), one reader each."""
+
+_TAIL: dict[str, _Reader] = {
+    "last_purchase": lambda p, c, at: p.last_purchase,
+    "since_last_purchase_s": lambda p, c, at: (
+        None if p.last_purchase is None or at is None else at - p.last_purchase
+    ),
+    "since_last_seen_s": lambda p, c, at: (
+        None if at is None or p.last_seen is None else at - p.last_seen
+    ),
+    "age_s": lambda p, c, at: None if at is None or p.first_seen is None else at - p.first_seen,
+    "engagement": lambda p, c, at: (
+        p.engagement if at is None or p.last_seen is None or at == p.last_seen
+        else p.engagement * 2.0 ** (-(at - p.last_seen) / c.engagement_half_life_s)
+    ),
+    "device": lambda p, c, at: p.device,
+    "country": lambda p, c, at: p.country,
+    "channel": lambda p, c, at: p.channel,
+    "traits": lambda p, c, at: dict(p.traits),
+    "completeness": lambda p, c, at: completeness(p, c.required_attributes),
+    "cart_abandoned_total": lambda p, c, at: p.cart_abandoned_total,
+    "cart_abandoned": lambda p, c, at: p.cart_member,
+}
+"""The features after the windows and ``aov_90d``, one reader each."""
+
+_MODEL_OUTPUTS: dict[str, Callable[[Profile], Any]] = {
+    "journey": lambda p: p.journey,
+    "cluster": lambda p: p.cluster,
+    "churn_p": lambda p: p.churn_p,
+    "churn_band": lambda p: p.churn_band,
+}
+"""What expressions read besides the features: the phase and the model outputs."""
+
+
+def _aov(values: Mapping[str, Any]) -> float:
+    return _ratio(values.get("revenue_90d") or 0.0, values.get("purchases_90d") or 0)
 
 
 _NAMES: dict[tuple[str, ...], tuple[Any, Any]] = {}
@@ -321,6 +347,25 @@ def _window_names(
     fm = tuple((f"purchases_{spec.name}", f"revenue_{spec.name}") for spec in DAY_WINDOWS)
     _NAMES[key] = (roles, fm)
     return roles, fm
+
+
+_WINDOW_READS: dict[tuple[str, ...], dict[str, tuple[WindowSpec, int, bool]]] = {}
+
+
+def _window_reads(layout: WindowLayout) -> dict[str, tuple[WindowSpec, int, bool]]:
+    """Each windowed feature's horizon, bucket slot, and whether it is a count."""
+    key = tuple(spec.name for spec in layout.horizons)
+    cached = _WINDOW_READS.get(key)
+    if cached is None:
+        roles, fm = _window_names(layout)
+        cached = {}
+        for spec, names in zip(layout.horizons, roles, strict=True):
+            cached.update((name, (spec, slot, True)) for name, slot in names)
+        for spec, (purchases, revenue) in zip(DAY_WINDOWS, fm, strict=True):
+            cached[purchases] = (spec, PURCHASE_SLOT, True)
+            cached[revenue] = (spec, REVENUE, False)
+        _WINDOW_READS[key] = cached
+    return cached
 
 
 def _ratio(numerator: float, denominator: float) -> float:
@@ -494,19 +539,98 @@ def _numeric_features(layout: WindowLayout) -> list[str]:
 
 def expression_values(profile: Profile, config: FeatureConfig, at: float | None = None, *,
                       taken: dict[str, Any] | None = None,
-                      population: Population | None = None) -> dict[str, Any]:
+                      population: Population | None = None) -> ExpressionValues:
     """Return what expressions read of a profile at time ``at``: features, phase, models, RFM.
 
     Traits are ``traits.<name>``; the RFM score is against ``population`` (none without one).
+    Each name is computed when first read (see :class:`ExpressionValues`).
 
     ``taken``: the profile's :func:`features` at ``at``, when already computed.
     """
-    values = features(profile, config, at) if taken is None else dict(taken)
-    for name, value in values.pop("traits").items():
-        values[f"traits.{name}"] = value
-    values["journey"] = profile.journey
-    values["cluster"] = profile.cluster
-    values["churn_p"] = profile.churn_p
-    values["churn_band"] = profile.churn_band
-    values.update(rfm_values(population, values))
-    return values
+    return ExpressionValues(profile, config, at, taken=taken, population=population)
+
+
+class ExpressionValues(Mapping[str, Any]):
+    """The names expressions read of one profile at one time, each computed on first read.
+
+    Rules are evaluated after every event but read a handful of the ~50
+    features; computing only those (a window sum walks one resolution's
+    buckets, not every horizon's) is what keeps rule evaluation cheap. The
+    values are those of :func:`features`, traits as ``traits.<name>``, the
+    phase and model outputs, and the RFM score. Iterating computes everything.
+
+    >>> profile = Profile()
+    >>> purchase = Fact(100.0, "m1", "purchase", 25.0, "track", None, None, None, None)
+    >>> apply_fact(profile, purchase, FeatureConfig())[0].phase
+    'awareness'
+    >>> values = ExpressionValues(profile, FeatureConfig())
+    >>> values.get("purchases_30d"), values.get("aov_90d"), values.get("traits.email")
+    (1, 25.0, None)
+    """
+
+    __slots__ = ("_at", "_config", "_known", "_population", "_profile")
+
+    def __init__(self, profile: Profile, config: FeatureConfig, at: float | None = None, *,
+                 taken: Mapping[str, Any] | None = None,
+                 population: Population | None = None) -> None:
+        self._profile = profile
+        self._config = config
+        self._at = profile.last_seen if at is None else at
+        self._population = population
+        self._known: dict[str, Any] = {}
+        if taken is not None:
+            self._known.update(taken)
+            for name, value in self._known.pop("traits").items():
+                self._known[f"traits.{name}"] = value
+
+    def get(self, name: str, default: Any = None) -> Any:
+        """Return the value of ``name`` (``None`` when the profile has none)."""
+        known = self._known
+        if name in known:
+            value = known[name]
+        else:
+            value = known[name] = self._read(name)
+        return default if value is None else value
+
+    def __getitem__(self, name: str) -> Any:
+        if name not in self._names():
+            raise KeyError(name)
+        return self.get(name)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names())
+
+    def __len__(self) -> int:
+        return len(self._names())
+
+    def _names(self) -> list[str]:
+        names = [name for name in features(Profile(), self._config) if name != "traits"]
+        names.extend(f"traits.{name}" for name in self._profile.traits)
+        names.extend(_MODEL_OUTPUTS)
+        names.extend(RFM_NAMES)
+        return names
+
+    def _read(self, name: str) -> Any:
+        profile, config, at = self._profile, self._config, self._at
+        read = _HEAD.get(name) or _TAIL.get(name)
+        if read is not None:
+            return read(profile, config, at)
+        window = _window_reads(config.windows).get(name)
+        if window is not None:
+            spec, slot, as_int = window
+            if not profile.buckets or at is None:
+                return 0 if as_int else 0.0
+            total = config.windows.total(profile.buckets, spec, at, slot)
+            return int(total) if as_int else total
+        if name == "aov_90d":
+            return _aov(self)
+        if name.startswith("traits."):
+            return profile.traits.get(name[len("traits."):])
+        output = _MODEL_OUTPUTS.get(name)
+        if output is not None:
+            return output(profile)
+        if name in RFM_NAMES:
+            rfm = rfm_values(self._population, self)
+            self._known.update(rfm)
+            return rfm[name]
+        return None

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from segstream.operators.features import (
     CartTrigger,
     FeatureConfig,
@@ -14,6 +16,7 @@ from segstream.operators.features import (
     features,
 )
 from segstream.operators.segments import default_segments
+from segstream.operators.windows import WindowLayout
 from segstream.state.profile import Fact, Profile
 
 CONFIG = FeatureConfig()
@@ -114,3 +117,36 @@ def test_cart_trigger_arms_on_views_within_the_window() -> None:
     assert bought.cart_deadline is None  # a purchase at the deadline still cancels
     late_buy = profile_of(*views, fact(100, "add_to_cart"), fact(151, "purchase"), config=config)
     assert late_buy.cart_deadline == 150  # after the deadline: the timer fires first
+
+
+ROLES = (None, "product_view", "search", "add_to_cart", "checkout", "purchase", "page_view")
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    events=st.lists(
+        st.tuples(st.floats(0, 120 * 86400), st.sampled_from(ROLES), st.floats(0, 500),
+                  st.sampled_from((None, {"email": "a@x"}, {"plan": 3}))),
+        max_size=30),
+    later=st.floats(0, 100 * 86400),
+    first_read=st.sampled_from(("revenue_90d", "aov_90d", "sessions_7d", "rfm", "traits.plan")),
+)
+def test_expression_values_read_one_name_as_the_whole_vector_has_it(
+        events: list, later: float, first_read: str) -> None:
+    """Whatever is read first, every name equals :func:`features` (plus traits, phase, models)."""
+    config = FeatureConfig(windows=WindowLayout.build(("15m", "1h", "7d", "30d")))
+    p = profile_of(*(fact(ts, role, revenue=revenue if role == "purchase" else 0.0, traits=traits)
+                     for ts, role, revenue, traits in sorted(events, key=lambda e: e[0])),
+                   config=config)
+    at = None if p.last_seen is None else p.last_seen + later
+    whole = features(p, config, at)
+    traits = whole.pop("traits")
+    lazy = expression_values(p, config, at)
+    lazy.get(first_read)
+    for name, value in whole.items():
+        assert lazy.get(name) == value, name
+        assert type(lazy.get(name)) is type(value), name
+    for name, value in traits.items():
+        assert lazy.get(f"traits.{name}") == value
+    assert lazy.get("journey") == p.journey and lazy.get("rfm") == ""
+    assert dict(lazy).keys() >= whole.keys()
