@@ -19,9 +19,8 @@ Per size U (issue 4's target is "<= 1 KB per active user"):
    view, identify with an email and a country: three events each, in time
    order over three days) with sinks that discard. VmRSS is read when the
    source hands out its first batch (Bytewax is up, no user yet) and on every
-   batch the Redis sink receives, the last with the last input batch, when
-   every user is held (the end-of-input settle emits next to nothing for these
-   users). ``(max VmRSS - start) / U`` is what one user holds.
+   batch the Redis sink receives until the source runs dry, when every user is
+   held. ``(max VmRSS - start) / U`` is what one user holds.
 3. **Where it goes**: the Python side of one user, measured with ``tracemalloc``
    and ``sys.getsizeof`` on the same synthetic users driven through the real
    user step and timer wheel (outside Bytewax); and a *baseline* flow in
@@ -34,8 +33,9 @@ Per size U (issue 4's target is "<= 1 KB per active user"):
    temporaries of every batch) and the keys touched in the last epoch.
 
 ``VmHWM`` (the child's own peak) is reported beside the end-of-input RSS: at
-the end of a bounded input Bytewax wakes every key (``on_eof``) and snapshots
-them all, a transient that a tailing job never sees. ``ru_maxrss`` is reported
+the end of a bounded input Bytewax wakes every key (``on_eof``), each user
+settles and takes its session-end snapshot, and the sink gets every user's
+update in one batch: a transient that a tailing job never sees. ``ru_maxrss`` is reported
 too but Linux carries it across ``exec`` from the parent, so a child started by
 a large parent shows the parent's size there.
 """
@@ -184,6 +184,7 @@ class _Probe:
         self.start = 0
         self.peak = 0
         self.samples = 0
+        self.exhausted = False
 
     def source(self, items: Iterable[Any]) -> Iterator[Any]:
         """Pass ``items`` through, reading VmRSS just before the first goes out."""
@@ -191,10 +192,18 @@ class _Probe:
             if i == 0:
                 self.start = vm_rss()
             yield item
+        self.exhausted = True
 
     def sample(self) -> None:
-        self.peak = max(self.peak, vm_rss())
-        self.samples += 1
+        """Read VmRSS for a batch the sink got, until the input runs dry.
+
+        After that comes the end-of-input settle: it wakes every user at once
+        (each takes its session-end snapshot) and the sink gets all their
+        updates in one batch, a transient of bounded runs that ``VmHWM`` shows.
+        """
+        if not self.exhausted:
+            self.peak = max(self.peak, vm_rss())
+            self.samples += 1
 
 
 class _Discard(StatelessSinkPartition[Any]):

@@ -349,23 +349,34 @@ def _window_names(
     return roles, fm
 
 
-_WINDOW_READS: dict[tuple[str, ...], dict[str, tuple[WindowSpec, int, bool]]] = {}
+_READERS: dict[int, tuple[WindowLayout, dict[str, _Reader]]] = {}
 
 
-def _window_reads(layout: WindowLayout) -> dict[str, tuple[WindowSpec, int, bool]]:
-    """Each windowed feature's horizon, bucket slot, and whether it is a count."""
-    key = tuple(spec.name for spec in layout.horizons)
-    cached = _WINDOW_READS.get(key)
-    if cached is None:
-        roles, fm = _window_names(layout)
-        cached = {}
-        for spec, names in zip(layout.horizons, roles, strict=True):
-            cached.update((name, (spec, slot, True)) for name, slot in names)
-        for spec, (purchases, revenue) in zip(DAY_WINDOWS, fm, strict=True):
-            cached[purchases] = (spec, PURCHASE_SLOT, True)
-            cached[revenue] = (spec, REVENUE, False)
-        _WINDOW_READS[key] = cached
-    return cached
+def _readers(layout: WindowLayout) -> dict[str, _Reader]:
+    """A reader per feature name (not traits) for windows laid out as ``layout``."""
+    cached = _READERS.get(id(layout))
+    if cached is not None and cached[0] is layout:
+        return cached[1]
+    readers = dict(_HEAD)
+    roles, fm = _window_names(layout)
+    for spec, names in zip(layout.horizons, roles, strict=True):
+        readers.update((name, _window_reader(layout, spec, slot, True)) for name, slot in names)
+    for spec, (purchases, revenue) in zip(DAY_WINDOWS, fm, strict=True):
+        readers[purchases] = _window_reader(layout, spec, PURCHASE_SLOT, True)
+        readers[revenue] = _window_reader(layout, spec, REVENUE, False)
+    readers.update(_TAIL)
+    del readers["traits"]
+    _READERS[id(layout)] = (layout, readers)  # the layout is kept, so its id is never reused
+    return readers
+
+
+def _window_reader(layout: WindowLayout, spec: WindowSpec, slot: int, count: bool) -> _Reader:
+    def read(profile: Profile, config: FeatureConfig, at: float | None) -> Any:
+        if not profile.buckets or at is None:
+            return 0 if count else 0.0
+        total = layout.total(profile.buckets, spec, at, slot)
+        return int(total) if count else total
+    return read
 
 
 def _ratio(numerator: float, denominator: float) -> float:
@@ -612,16 +623,9 @@ class ExpressionValues(Mapping[str, Any]):
 
     def _read(self, name: str) -> Any:
         profile, config, at = self._profile, self._config, self._at
-        read = _HEAD.get(name) or _TAIL.get(name)
+        read = _readers(config.windows).get(name)
         if read is not None:
             return read(profile, config, at)
-        window = _window_reads(config.windows).get(name)
-        if window is not None:
-            spec, slot, as_int = window
-            if not profile.buckets or at is None:
-                return 0 if as_int else 0.0
-            total = config.windows.total(profile.buckets, spec, at, slot)
-            return int(total) if as_int else total
         if name == "aov_90d":
             return _aov(self)
         if name.startswith("traits."):
