@@ -30,6 +30,7 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -37,8 +38,12 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
+from benchmarks.charts import write_charts
 from benchmarks.latency import WARMUP_RECORDS, LatencyRun, paced_run
+from benchmarks.resume import measure_resume
+from benchmarks.resume import report as resume_report
 from segstream.services import RedisServer, TansuBroker, clean_env, free_port
 from segstream.tools.demo import processed, scrape
 
@@ -57,10 +62,13 @@ class Result:
     processes: int
     events: int
     seconds: float
+    """The median of ``runs``."""
+    runs: tuple[float, ...] = ()
+    """Wall seconds of each run, in order."""
 
     @property
     def rate(self) -> float:
-        """Events per second, start-up included."""
+        """Events per second, start-up included (median run)."""
         return self.events / self.seconds
 
 
@@ -113,29 +121,39 @@ def scenario_commands(scenario: str, expected: int) -> list[list[str]]:
 
 
 def run_bench(events: int, users: int, scenarios: Sequence[str], *, seed: int = 1,
-              timeout_s: float = 3600.0, latency_seconds: float = 0.0,
+              runs: int = 1, timeout_s: float = 3600.0, latency_seconds: float = 0.0,
               latency_loads: Sequence[float] = LOADS,
               ) -> tuple[list[Result], list[LatencyRun], dict[str, str]]:
-    """Load the log once, run every scenario on it, then the latency runs (if asked)."""
+    """Load the log once, run every scenario on it ``runs`` times, then the latency runs.
+
+    Runs go round the scenarios (all of them once, then again), each run with
+    its own output topics and Redis prefix, so no run finds another's output.
+    A scenario's figure is its median run.
+    """
     from segstream.tools.generate import generate  # noqa: PLC0415
     from segstream.tools.replay import Record, read_jsonl  # noqa: PLC0415
 
     log = generate(users, events, seed=seed)
     records = [(r.key, r.value) for r in read_jsonl(log.lines) if isinstance(r, Record)]
-    results = []
     with TansuBroker() as broker, RedisServer() as redis_server, \
             tempfile.TemporaryDirectory() as tmp:
         broker.create_topics([INPUT_TOPIC], partitions=PARTITIONS)
-        for name in scenarios:
-            broker.create_topics([f"out-{name}", f"dlq-{name}", f"model-{name}"])
         sent = broker.produce(INPUT_TOPIC, records)
-        for name in scenarios:
-            commands = scenario_commands(name, sent)
-            logs = Path(tmp) / name
-            logs.mkdir()
-            seconds = run_processes(commands, worker_env(broker, redis_server.url, name), logs,
-                                    timeout_s=timeout_s)
-            results.append(Result(name, len(commands), sent, seconds))
+        timings: dict[str, list[float]] = {name: [] for name in scenarios}
+        processes: dict[str, int] = {}
+        for run in range(runs):
+            for name in scenarios:
+                tag = f"{name}-{run}"
+                broker.create_topics([f"out-{tag}", f"dlq-{tag}", f"model-{tag}"])
+                commands = scenario_commands(name, sent)
+                logs = Path(tmp) / tag
+                logs.mkdir()
+                timings[name].append(run_processes(
+                    commands, worker_env(broker, redis_server.url, tag), logs,
+                    timeout_s=timeout_s))
+                processes[name] = len(commands)
+        results = [Result(name, processes[name], sent, statistics.median(timings[name]),
+                          tuple(timings[name])) for name in scenarios]
         full = next((r.rate for r in results if r.scenario == "full"), None)
         latency = [] if not latency_seconds or full is None else measure_latency(
             broker, redis_server, records, [full * load for load in latency_loads],
@@ -199,11 +217,36 @@ def table(results: Sequence[Result], setting: dict[str, str]) -> str:
     """The summary: events/s per scenario and the ratio to the ceiling."""
     ceiling = next((r.rate for r in results if r.scenario == "ceiling"), None)
     lines = [f"{k}: {v}" for k, v in setting.items()]
-    lines.append(f"{'scenario':<10} {'processes':>9} {'seconds':>9} {'events/s':>10} {'/ ceiling':>9}")
+    lines.append(f"{'scenario':<10} {'processes':>9} {'seconds':>9} {'events/s':>10} {'/ ceiling':>9}"
+                 "  events/s of each run")
     for r in results:
         ratio = f"{r.rate / ceiling:.2f}" if ceiling else "-"
-        lines.append(f"{r.scenario:<10} {r.processes:>9} {r.seconds:>9.1f} {r.rate:>10,.0f} {ratio:>9}")
+        each = "/".join(f"{r.events / seconds:,.0f}" for seconds in r.runs) or "-"
+        lines.append(f"{r.scenario:<10} {r.processes:>9} {r.seconds:>9.1f} {r.rate:>10,.0f} {ratio:>9}"
+                     f"  {each}")
     return "\n".join(lines)
+
+
+def memory_table(memory: dict[str, Any]) -> str:
+    """Bytes per user at each size: snapshot bytes, and RSS growth through the flow."""
+    lines = [f"{'users':>10} {'snapshot mean':>13} {'p99':>6} {'settled mean':>12} "
+             f"{'RSS B/user':>10} {'VmHWM MiB':>10}  (target {memory['target_bytes_per_user']} B)"]
+    for size in memory["sizes"]:
+        snap, rss = size["snapshot_bytes"], size["rss"]
+        lines.append(f"{size['users']:>10,} {snap['mean']:>13} {snap['p99']:>6} "
+                     f"{snap['settled']['mean']:>12} {rss['bytes_per_user']:>10} "
+                     f"{rss['vm_hwm_mib']:>10}")
+    return "\n".join(lines)
+
+
+def measure_memory(sizes: Sequence[int], timeout_s: float = 7200.0) -> dict[str, Any]:
+    """``benchmarks/state_memory.py`` at ``sizes`` users, in its own process (RSS is per process)."""
+    out = subprocess.run(
+        [sys.executable, "-m", "benchmarks.state_memory", "--users", *map(str, sizes), "--json"],
+        capture_output=True, text=True, check=True, timeout=timeout_s,
+        cwd=Path(__file__).resolve().parent.parent)
+    result: dict[str, Any] = json.loads(out.stdout)
+    return result
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -213,23 +256,47 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--users", type=int, default=100_000)
     ap.add_argument("--scenarios", default=",".join(SCENARIOS),
                     help=f"comma-separated, from {', '.join(SCENARIOS)}")
-    ap.add_argument("--json", type=Path, help="write the results here as JSON")
+    ap.add_argument("--runs", type=int, default=3,
+                    help="runs of each throughput scenario; the figure is the median")
     ap.add_argument("--latency-seconds", type=float, default=30.0,
                     help="seconds of paced input per load for the latency runs (0: none)")
+    ap.add_argument("--memory-users", type=int, nargs="*", default=[100_000, 1_000_000],
+                    help="state sizes for benchmarks/state_memory.py (none: skip)")
+    ap.add_argument("--resume-users", type=int, default=1_000_000,
+                    help="users in state for the resume after SIGKILL (0: skip)")
+    ap.add_argument("--json", type=Path, help="write the results here as JSON")
+    ap.add_argument("--charts", type=Path, default=Path(__file__).resolve().parent / "charts",
+                    help="directory for the PNG charts (default benchmarks/charts)")
     args = ap.parse_args(argv)
     scenarios = [s.strip() for s in args.scenarios.split(",") if s.strip()]
     for name in scenarios:
         if name not in SCENARIOS:
             ap.error(f"--scenarios: unknown {name!r}; choose from {', '.join(SCENARIOS)}")
-    results, latency, setting = run_bench(args.events, args.users, scenarios,
+    if args.runs < 1:
+        ap.error("--runs: at least 1")
+    results, latency, setting = run_bench(args.events, args.users, scenarios, runs=args.runs,
                                           latency_seconds=args.latency_seconds)
+    setting["runs"] = f"median of {args.runs}"
     print(table(results, setting))
     if latency:
         print(latency_table(latency))
+    memory = measure_memory(args.memory_users) if args.memory_users else None
+    if memory:
+        print(memory_table(memory))
+    resume = measure_resume(args.resume_users) if args.resume_users else None
+    if resume:
+        print(resume_report(resume))
+    document = {
+        "setting": setting,
+        "results": [{**asdict(r), "rate": r.rate} for r in results],
+        "latency": [asdict(run) for run in latency],
+        "memory": memory["sizes"] if memory else [],
+        "resume": resume,
+    }
     if args.json:
-        args.json.write_text(json.dumps({"setting": setting, "results": [
-            {**asdict(r), "rate": r.rate} for r in results],
-            "latency": [asdict(run) for run in latency]}, indent=2))
+        args.json.write_text(json.dumps(document, indent=2))
+    for path in write_charts(document, args.charts):
+        print(f"chart: {path}")
 
 
 if __name__ == "__main__":

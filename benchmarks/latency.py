@@ -68,6 +68,10 @@ class LatencyRun:
     achieved: float
     kafka: Percentiles
     redis: Percentiles
+    kafka_samples: tuple[tuple[float, float], ...] = ()
+    """``(seconds since the first send, latency in s)`` per change, in arrival order."""
+    redis_samples: tuple[tuple[float, float], ...] = ()
+    """The same per event visible in Redis."""
 
 
 class _Sent:
@@ -80,7 +84,7 @@ class _Sent:
         self.lock = threading.Lock()
 
 
-def _kafka_observer(bootstrap: str, topic: str, sent: _Sent, out: list[float],
+def _kafka_observer(bootstrap: str, topic: str, sent: _Sent, out: list[tuple[float, float]],
                     stop: threading.Event) -> None:
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "latency",
                          "enable.auto.commit": False, **CONSUMER_TUNING})
@@ -95,12 +99,12 @@ def _kafka_observer(bootstrap: str, topic: str, sent: _Sent, out: list[float],
                 cause = orjson.loads(message.value()).get("cause")
                 at = sent.by_id.get(cause)
                 if at is not None:
-                    out.append(now - at)
+                    out.append((at, now - at))
     finally:
         consumer.close()
 
 
-def _redis_observer(redis_url: str, prefix: str, sent: _Sent, out: list[float],
+def _redis_observer(redis_url: str, prefix: str, sent: _Sent, out: list[tuple[float, float]],
                     stop: threading.Event) -> None:
     client = Redis.from_url(redis_url)
     client.config_set("notify-keyspace-events", "Kh")
@@ -123,7 +127,8 @@ def _redis_observer(redis_url: str, prefix: str, sent: _Sent, out: list[float],
                 queue = sent.by_user.get(user)
                 fresh = int(counted) - sent.seen[user]
                 while queue and fresh > 0:
-                    out.append(now - queue.popleft())
+                    at = queue.popleft()
+                    out.append((at, now - at))
                     fresh -= 1
                     sent.seen[user] += 1
     finally:
@@ -148,8 +153,8 @@ def paced_run(bootstrap: str, input_topic: str, output_topic: str, redis_url: st
             pipe.hget(RedisLayout(prefix).user(user), "events_total")
         for user, counted in zip(users, pipe.execute(), strict=True):
             sent.seen[user] = int(counted or 0)
-    kafka_latency: list[float] = []
-    redis_latency: list[float] = []
+    kafka_latency: list[tuple[float, float]] = []
+    redis_latency: list[tuple[float, float]] = []
     stop = threading.Event()
     observers = [
         threading.Thread(target=_kafka_observer, daemon=True,
@@ -182,4 +187,10 @@ def paced_run(bootstrap: str, input_topic: str, output_topic: str, redis_url: st
     stop.set()
     for thread in observers:
         thread.join(5)
-    return LatencyRun(rate, achieved, Percentiles.of(kafka_latency), Percentiles.of(redis_latency))
+    return LatencyRun(
+        rate, achieved,
+        Percentiles.of([latency for _at, latency in kafka_latency]),
+        Percentiles.of([latency for _at, latency in redis_latency]),
+        tuple((at - started, latency) for at, latency in kafka_latency),
+        tuple((at - started, latency) for at, latency in redis_latency),
+    )

@@ -232,15 +232,17 @@ class _UserStep(UserLogic, StatefulBatchLogic["Stamped | Tick", UserUpdate, byte
         self.clock = ""
         """The partition whose watermark fires ``deadline`` (the wheel keeps it)."""
         super().__init__(config, resume)
-        USERS_IN_STATE.inc()
+        worker.users_built += 1
         self._schedule()
 
     def on_resume(self, state: UserState) -> None:
-        for kind, segment in memberships(state):
-            SEGMENT_MEMBERS.labels(kind, segment).inc()
+        self.worker.members_resumed.update(memberships(state))
 
     def on_batch(self, values: list[Stamped | Tick]) -> tuple[list[UserUpdate], bool]:
-        observe, lateness = self.worker.wheel.observe, self.worker.lateness_s
+        worker = self.worker
+        if worker.users_built:
+            worker.publish_counts()
+        observe, lateness = worker.wheel.observe, worker.lateness_s
         for item in values:
             if isinstance(item, Stamped):
                 # The partition's watermark after this event.
@@ -250,6 +252,8 @@ class _UserStep(UserLogic, StatefulBatchLogic["Stamped | Tick", UserUpdate, byte
     def on_eof(self) -> tuple[list[UserUpdate], bool]:
         # End of a bounded input: settle to the latest watermark of the user's
         # partition, so the timers a tailing run would fire fire here too.
+        if self.worker.users_built:
+            self.worker.publish_counts()
         if self.deadline is None:
             return [], StatefulBatchLogic.RETAIN
         watermark = self.worker.wheel.watermarks.get(self.clock)

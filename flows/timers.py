@@ -19,6 +19,7 @@ thread, and a tick always follows the events whose watermark it carries.
 from __future__ import annotations
 
 import threading
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -26,7 +27,7 @@ from typing import Any
 from bytewax.inputs import DynamicSource, StatelessSourcePartition
 from segstream.operators.event_time import Tick, TimerWheel
 
-from segstream.metrics import TIMER_TICKS
+from segstream.metrics import SEGMENT_MEMBERS, TIMER_TICKS, USERS_IN_STATE
 
 
 @dataclass(slots=True)
@@ -41,6 +42,23 @@ class WorkerState:
     """Allowed lateness: a partition's watermark after an event is ``ts - lateness_s`` at most."""
     wheel: TimerWheel[Any] = field(default_factory=TimerWheel)
     """Deadlines of this worker's user steps (the steps are the wheel's owners)."""
+    users_built: int = 0
+    """Users built (new or resumed) since the gauges were last updated."""
+    members_resumed: Counter[tuple[str, str]] = field(default_factory=Counter)
+    """Memberships of resumed users, ``(kind, segment)``, not yet in the gauges."""
+
+    def publish_counts(self) -> None:
+        """Add what was counted while users were built to the gauges.
+
+        A resume builds every user at once; one gauge call per user and
+        membership costs seconds at a million users, one per segment does not.
+        """
+        if self.users_built:
+            USERS_IN_STATE.inc(self.users_built)
+            self.users_built = 0
+        for (kind, segment), count in self.members_resumed.items():
+            SEGMENT_MEMBERS.labels(kind, segment).inc(count)
+        self.members_resumed.clear()
 
 
 class WorkerStates:
@@ -62,7 +80,9 @@ class WorkerStates:
 
     def due_ticks(self, _polls: list[None]) -> list[tuple[str, Tick]]:
         """Pop this worker's due users as ``(user key, Tick)`` (the ``due_timers`` step)."""
-        due = self.mine().wheel.due()
+        worker = self.mine()
+        worker.publish_counts()
+        due = worker.wheel.due()
         if due:
             TIMER_TICKS.inc(len(due))
         return [(step.key, tick) for step, tick in due]

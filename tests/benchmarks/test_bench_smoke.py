@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import json
+import statistics
+from pathlib import Path
+
 import pytest
 
 from benchmarks.bench import SCENARIOS, Result, latency_table, main, run_bench, table
+from benchmarks.charts import write_charts
 from benchmarks.latency import Percentiles
 
 pytestmark = pytest.mark.integration
@@ -37,10 +42,41 @@ def test_percentiles_are_nearest_rank_in_ms() -> None:
 
 def test_the_table_puts_each_scenario_against_the_ceiling() -> None:
     text = table([Result("ceiling", 1, 1000, 1.0), Result("full", 1, 1000, 2.0)], {"broker": "Tansu"})
-    assert text.splitlines()[-1].split() == ["full", "1", "2.0", "500", "0.50"]
+    assert text.splitlines()[-1].split() == ["full", "1", "2.0", "500", "0.50", "-"]
 
 
 def test_unknown_scenarios_are_refused_with_the_choices(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         main(["--scenarios", "ceiling,fast"])
     assert "unknown 'fast'; choose from ceiling, full, full_2p, baseline" in capsys.readouterr().err
+
+
+def test_one_command_prints_every_part_writes_json_and_draws_the_charts(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`make bench` on tiny sizes: medians of 2 runs, memory, resume, JSON and PNGs agree."""
+    out = tmp_path / "bench.json"
+    main(["--events", "3000", "--users", "300", "--scenarios", "ceiling,full", "--runs", "2",
+          "--latency-seconds", "0", "--memory-users", "1000", "--resume-users", "300",
+          "--json", str(out), "--charts", str(tmp_path / "charts")])
+    printed = capsys.readouterr().out
+    document = json.loads(out.read_text())
+    full = document["results"][1]
+    assert len(full["runs"]) == 2 and full["seconds"] == statistics.median(full["runs"])
+    assert f"{full['rate']:,.0f}" in printed and "median of 2" in printed
+    [size] = document["memory"]
+    assert size["users"] == 1000 and f"{size['rss']['bytes_per_user']}" in printed
+    resume = document["resume"]
+    assert resume["users_in_state_after_resume"] == 301  # every user back, plus the new one
+    assert 0 < resume["resume_s"] < 60 and f"{resume['resume_s']}" in printed
+    for name in ("throughput", "memory"):
+        png = tmp_path / "charts" / f"{name}.png"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and f"chart: {png}" in printed
+    assert not (tmp_path / "charts" / "latency.png").exists()  # no latency runs, no chart
+
+
+def test_the_latency_chart_draws_every_load(tmp_path: Path) -> None:
+    run = {"rate": 100.0, "achieved": 99.0,
+           "kafka": {"count": 5, "p50": 20.0, "p95": 30.0, "p99": 40.0, "max": 50.0},
+           "redis": {"count": 5, "p50": 10.0, "p95": 20.0, "p99": 30.0, "max": 40.0}}
+    [png] = write_charts({"latency": [run, {**run, "achieved": 199.0}]}, tmp_path)
+    assert png.name == "latency.png" and png.stat().st_size > 10_000
