@@ -30,13 +30,14 @@ import argparse
 import json
 import os
 import platform
+import resource
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +66,8 @@ class Result:
     """The median of ``runs``."""
     runs: tuple[float, ...] = ()
     """Wall seconds of each run, in order."""
+    cpu: dict[str, float] = field(default_factory=dict)
+    """CPU seconds per run (mean over the runs) of the scenario's processes, the broker and Redis."""
 
     @property
     def rate(self) -> float:
@@ -105,6 +108,22 @@ def run_processes(commands: Sequence[list[str]], env: dict[str, str], logs: Path
     return time.perf_counter() - started
 
 
+def cpu_seconds(services: dict[str, subprocess.Popen[bytes] | None],
+                since: dict[str, float] | None = None) -> dict[str, float]:
+    """CPU seconds used so far by waited-for children (``workers``) and by each service.
+
+    With ``since``: the CPU used after that reading.
+    """
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    now = {"workers": children.ru_utime + children.ru_stime}
+    tick = os.sysconf("SC_CLK_TCK")
+    for name, proc in services.items():
+        if proc is not None:
+            fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            now[name] = (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+    return now if since is None else {k: v - since.get(k, 0.0) for k, v in now.items()}
+
+
 def scenario_commands(scenario: str, expected: int) -> list[list[str]]:
     """The command lines of one scenario's processes."""
     run = [sys.executable, "-m", "segstream.cli", "run", "--until-end"]
@@ -140,7 +159,9 @@ def run_bench(events: int, users: int, scenarios: Sequence[str], *, seed: int = 
         broker.create_topics([INPUT_TOPIC], partitions=PARTITIONS)
         sent = broker.produce(INPUT_TOPIC, records)
         timings: dict[str, list[float]] = {name: [] for name in scenarios}
+        cpu: dict[str, dict[str, float]] = {name: {} for name in scenarios}
         processes: dict[str, int] = {}
+        services = {"broker": broker.proc, "redis": redis_server.proc}
         for run in range(runs):
             for name in scenarios:
                 tag = f"{name}-{run}"
@@ -148,12 +169,16 @@ def run_bench(events: int, users: int, scenarios: Sequence[str], *, seed: int = 
                 commands = scenario_commands(name, sent)
                 logs = Path(tmp) / tag
                 logs.mkdir()
+                before = cpu_seconds(services)
                 timings[name].append(run_processes(
                     commands, worker_env(broker, redis_server.url, tag), logs,
                     timeout_s=timeout_s))
+                for part, used in cpu_seconds(services, before).items():
+                    cpu[name][part] = cpu[name].get(part, 0.0) + used / runs
                 processes[name] = len(commands)
         results = [Result(name, processes[name], sent, statistics.median(timings[name]),
-                          tuple(timings[name])) for name in scenarios]
+                          tuple(timings[name]), {k: round(v, 1) for k, v in cpu[name].items()})
+                   for name in scenarios]
         full = next((r.rate for r in results if r.scenario == "full"), None)
         latency = [] if not latency_seconds or full is None else measure_latency(
             broker, redis_server, records, [full * load for load in latency_loads],
@@ -218,12 +243,14 @@ def table(results: Sequence[Result], setting: dict[str, str]) -> str:
     ceiling = next((r.rate for r in results if r.scenario == "ceiling"), None)
     lines = [f"{k}: {v}" for k, v in setting.items()]
     lines.append(f"{'scenario':<10} {'processes':>9} {'seconds':>9} {'events/s':>10} {'/ ceiling':>9}"
-                 "  events/s of each run")
+                 f"  {'CPU s: workers/broker/redis':>27}  events/s of each run")
     for r in results:
         ratio = f"{r.rate / ceiling:.2f}" if ceiling else "-"
         each = "/".join(f"{r.events / seconds:,.0f}" for seconds in r.runs) or "-"
+        used = "/".join(f"{r.cpu[k]:.0f}" for k in ("workers", "broker", "redis")
+                        if k in r.cpu) or "-"
         lines.append(f"{r.scenario:<10} {r.processes:>9} {r.seconds:>9.1f} {r.rate:>10,.0f} {ratio:>9}"
-                     f"  {each}")
+                     f"  {used:>27}  {each}")
     return "\n".join(lines)
 
 

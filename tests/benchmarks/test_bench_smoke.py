@@ -4,11 +4,22 @@ from __future__ import annotations
 
 import json
 import statistics
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 
-from benchmarks.bench import SCENARIOS, Result, latency_table, main, run_bench, table
+from benchmarks.bench import (
+    SCENARIOS,
+    Result,
+    cpu_seconds,
+    latency_table,
+    main,
+    run_bench,
+    table,
+)
 from benchmarks.charts import write_charts
 from benchmarks.latency import Percentiles
 
@@ -42,7 +53,7 @@ def test_percentiles_are_nearest_rank_in_ms() -> None:
 
 def test_the_table_puts_each_scenario_against_the_ceiling() -> None:
     text = table([Result("ceiling", 1, 1000, 1.0), Result("full", 1, 1000, 2.0)], {"broker": "Tansu"})
-    assert text.splitlines()[-1].split() == ["full", "1", "2.0", "500", "0.50", "-"]
+    assert text.splitlines()[-1].split() == ["full", "1", "2.0", "500", "0.50", "-", "-"]
 
 
 def test_unknown_scenarios_are_refused_with_the_choices(capsys: pytest.CaptureFixture[str]) -> None:
@@ -80,3 +91,19 @@ def test_the_latency_chart_draws_every_load(tmp_path: Path) -> None:
            "redis": {"count": 5, "p50": 10.0, "p95": 20.0, "p99": 30.0, "max": 40.0}}
     [png] = write_charts({"latency": [run, {**run, "achieved": 199.0}]}, tmp_path)
     assert png.name == "latency.png" and png.stat().st_size > 10_000
+
+
+def test_cpu_seconds_count_the_services_and_the_waited_for_workers() -> None:
+    """A service is read from /proc while it runs; a worker once it was waited for."""
+    burn = "import time; end = time.process_time() + 0.3\nwhile time.process_time() < end: pass\n"
+    service = subprocess.Popen([sys.executable, "-c", burn + "time.sleep(30)"])
+    try:
+        before = cpu_seconds({"broker": service})
+        subprocess.run([sys.executable, "-c", burn], check=True)  # a worker, waited for
+        time.sleep(0.5)
+        used = cpu_seconds({"broker": service}, before)
+    finally:
+        service.kill()
+        service.wait()
+    assert used["workers"] >= 0.3
+    assert 0.2 <= used["broker"] + before["broker"] < 5.0
