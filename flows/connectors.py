@@ -201,7 +201,7 @@ def merge_updates(updates: Sequence[UserUpdate]) -> list[UserUpdate]:
         index = last.get(update.user_id)
         if index is not None and not update.evicted and not out[index].evicted:
             update = UserUpdate(
-                update.user_id, update.version, update.events_total, update.profile,
+                update.user_id, update.version, update.events_total, update.profile_json,
                 out[index].changes + update.changes,
             )
             out[index] = update

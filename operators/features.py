@@ -353,7 +353,7 @@ _READERS: dict[int, tuple[WindowLayout, dict[str, _Reader]]] = {}
 
 
 def _readers(layout: WindowLayout) -> dict[str, _Reader]:
-    """A reader per feature name (not traits) for windows laid out as ``layout``."""
+    """Return a reader per feature name (not traits) for windows laid out as ``layout``."""
     cached = _READERS.get(id(layout))
     if cached is not None and cached[0] is layout:
         return cached[1]

@@ -250,7 +250,7 @@ class RedisStore:
             keys = [self._layout.user(update.user_id)]
             args: list[Any] = [
                 update.version, update.events_total, "e" if update.evicted else "p",
-                b"{}" if update.evicted else orjson.dumps(update.profile),
+                b"{}" if update.evicted else update.profile_json,
                 "" if updated_at is None or update.evicted else updated_at,
                 self._layout.members(""),
             ]

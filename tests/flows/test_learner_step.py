@@ -52,7 +52,7 @@ def test_reports_quality_on_a_schedule(monkeypatch: pytest.MonkeyPatch,
 
 def test_routes_and_serializes() -> None:
     [item] = items(1)
-    update = UserUpdate("u1", 1, 1, {}, (), learn=(item, item))
+    update = UserUpdate("u1", 1, 1, b"{}", (), learn=(item, item))
     assert learn_items(update) == [("models", item), ("models", item)]
     step = LearnerStep(ModelHub(CONFIG), None)
     events, _ = step.on_batch(items(300))

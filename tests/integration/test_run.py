@@ -12,10 +12,10 @@ from pathlib import Path
 
 import orjson
 import pytest
-
-from segstream.services import RedisServer, TansuBroker, clean_env, free_port
 from segstream.operators.user import UserUpdate
 from segstream.state.redis import RedisStore
+
+from segstream.services import RedisServer, TansuBroker, clean_env, free_port
 from segstream.tools.demo import scrape
 
 from .helpers import make_config, run_processes, start_worker, wait_processed, worker_env
@@ -91,8 +91,8 @@ def test_bad_config_fails_at_start_naming_the_field(env: dict[str, str], expecte
 def test_lookup_prints_the_profile(redis_server: RedisServer, redis_prefix: str) -> None:
     """`segstream lookup USER` prints the stored profile as JSON; unknown users exit 1."""
     store = RedisStore.from_url(redis_server.url, redis_prefix)
-    store.apply([UserUpdate("u9", 2, 5, {"journey": "decision", "version": "2", "events_total": "5"},
-                            ())])
+    store.apply([UserUpdate("u9", 2, 5, orjson.dumps(
+        {"journey": "decision", "version": "2", "events_total": "5"}), ())])
     env = clean_env({"SEGSTREAM_REDIS_URL": redis_server.url, "SEGSTREAM_REDIS_PREFIX": redis_prefix})
     found = subprocess.run([sys.executable, "-m", "segstream.cli", "lookup", "u9"], env=env,
                            capture_output=True, text=True, timeout=60)

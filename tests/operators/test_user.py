@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import random
+import tracemalloc
 from collections.abc import Sequence
 from typing import Any
 
@@ -515,3 +516,21 @@ def test_any_shuffle_within_lateness_equals_the_batch_oracle(raw: list, seed: in
     logic.on_watermark(final_watermark)
     expected = recompute(docs, final_watermarks=final_watermark)["u1"]
     assert_same(final_features(logic, config), expected)
+
+
+def test_updates_hold_their_profile_in_its_own_size() -> None:
+    """An update waiting for its sink costs its JSON's length, not orjson's output buffer.
+
+    An end-of-input settle holds every user's update at once.
+    """
+    config = UserConfig()
+    tracemalloc.start()
+    try:
+        updates = [run(stamp([event("product_view", 1e6 + i, key=f"u{i}")]), config)[1][-1]
+                   for i in range(100)]
+        held, _peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    size = len(updates[0].profile_json)
+    assert size > 1000 and updates[0].profile["events_total"] == "1"
+    assert held < 100 * (size + 3000)  # the update, its changes and learn items; not 16 KiB

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import orjson
 import pytest
 import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
 from segstream.operators.events import Change
 from segstream.operators.user import UserUpdate
-from segstream.services import RedisServer
 from segstream.state.redis import RedisLayout, RedisStore
+
+from segstream.services import RedisServer
 
 pytestmark = pytest.mark.integration
 
@@ -30,8 +31,8 @@ def enter(version: int, phase: str, previous: str | None) -> Change:
 
 
 def update(version: int, events: int, changes: list[Change], journey: str = "x") -> UserUpdate:
-    return UserUpdate("u1", version, events, {"version": str(version), "events_total": str(events),
-                                              "journey": journey}, tuple(changes))
+    return UserUpdate("u1", version, events, orjson.dumps(
+        {"version": str(version), "events_total": str(events), "journey": journey}), tuple(changes))
 
 
 def test_key_layout(store: RedisStore, redis_server: RedisServer, redis_prefix: str) -> None:
@@ -143,7 +144,7 @@ def test_eviction_deletes_profile_and_memberships(store: RedisStore) -> None:
     """An eviction removes the hash and, through its exits, the member-set entries."""
     store.apply([update(1, 1, [enter(1, "awareness", None),
                                Change("u1", "rule", "needs_enrichment", "enter", None, 0.0, 2, "m")])])
-    evicted = UserUpdate("u1", 4, 1, {}, (
+    evicted = UserUpdate("u1", 4, 1, b"{}", (
         Change("u1", "journey", "journey:awareness", "exit", None, 0.0, 3, "timer:evict"),
         exit_(4, "needs_enrichment")), evicted=True)
     assert store.apply([evicted]) == 1
@@ -153,7 +154,7 @@ def test_eviction_deletes_profile_and_memberships(store: RedisStore) -> None:
 
 def test_replayed_eviction_never_deletes_a_newer_life(store: RedisStore) -> None:
     """After a crash the eviction replays: the user's newer profile stays."""
-    evicted = UserUpdate("u1", 4, 1, {}, (exit_(4, "needs_enrichment"),), evicted=True)
+    evicted = UserUpdate("u1", 4, 1, b"{}", (exit_(4, "needs_enrichment"),), evicted=True)
     newer = update(10, 1, [Change("u1", "rule", "needs_enrichment", "enter", None, 0.0, 10, "m")])
     store.apply([evicted, newer])
     assert store.apply([evicted]) == 0
@@ -166,7 +167,7 @@ def test_sink_never_folds_updates_across_an_eviction() -> None:
     from segstream.flows.connectors import merge_updates  # noqa: PLC0415
 
     a1, a2 = update(1, 1, [enter(1, "a", None)]), update(2, 2, [enter(2, "b", "a")])
-    gone = UserUpdate("u1", 3, 2, {}, (exit_(3, "journey:b"),), evicted=True)
+    gone = UserUpdate("u1", 3, 2, b"{}", (exit_(3, "journey:b"),), evicted=True)
     back = update(9, 1, [enter(9, "a", None)])
     again = update(10, 2, [enter(10, "b", "a")])
     merged = merge_updates([a1, a2, gone, back, again])
@@ -188,7 +189,7 @@ def test_a_replay_that_decides_another_cluster_leaves_no_stale_membership(
         change = Change("u1", "cluster", f"cluster:{cluster}", "enter", f"cluster:{previous}",
                         0.0, version, "timer:session_end", model_version=1)
         profile = {"version": str(version), "events_total": str(version), "cluster": cluster}
-        return UserUpdate("u1", version, version, profile, (change,))
+        return UserUpdate("u1", version, version, orjson.dumps(profile), (change,))
 
     store.apply([to(9, "1", "unassigned"), to(10, "2", "1")])
     store.apply([to(10, "3", "1")])  # the replay: stale, skipped
