@@ -350,6 +350,7 @@ def _window_names(
 
 
 _READERS: dict[int, tuple[WindowLayout, dict[str, _Reader]]] = {}
+_MAX_LAYOUTS = 16
 
 
 def _readers(layout: WindowLayout) -> dict[str, _Reader]:
@@ -366,6 +367,8 @@ def _readers(layout: WindowLayout) -> dict[str, _Reader]:
         readers[revenue] = _window_reader(layout, spec, REVENUE, False)
     readers.update(_TAIL)
     del readers["traits"]
+    if len(_READERS) >= _MAX_LAYOUTS:  # a process uses one layout; tests build many
+        _READERS.clear()
     _READERS[id(layout)] = (layout, readers)  # the layout is kept, so its id is never reused
     return readers
 
