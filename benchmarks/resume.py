@@ -42,6 +42,7 @@ from segstream.operators.events import iso_utc
 from segstream.state.redis import RedisLayout
 
 from benchmarks.state_memory import SPAN_S, T0, synthetic_docs
+from segstream.config import Config
 from segstream.services import RedisServer, TansuBroker, clean_env, free_port
 from segstream.tools.demo import processed, scrape
 
@@ -52,7 +53,7 @@ PROBE_USER = "resume-probe"
 
 
 def worker_env(broker: TansuBroker, redis_url: str, recovery: Path, port: int,
-               snapshot_interval_s: float) -> dict[str, str]:
+               snapshot_interval_s: float, recovery_partitions: int) -> dict[str, str]:
     """The worker's environment: its own topics, recovery directory and metrics port."""
     return clean_env({
         "SEGSTREAM_BROKERS": broker.bootstrap, "SEGSTREAM_INPUT_TOPICS": TOPIC,
@@ -60,6 +61,7 @@ def worker_env(broker: TansuBroker, redis_url: str, recovery: Path, port: int,
         "SEGSTREAM_MODEL_EVENTS_TOPIC": "resume-models", "SEGSTREAM_REDIS_URL": redis_url,
         "SEGSTREAM_REDIS_PREFIX": PREFIX, "SEGSTREAM_RECOVERY_DIR": str(recovery),
         "SEGSTREAM_SNAPSHOT_INTERVAL_S": str(snapshot_interval_s),
+        "SEGSTREAM_RECOVERY_PARTITIONS": str(recovery_partitions),
         "SEGSTREAM_METRICS_PORT": str(port), "PYTHONPATH": str(PROJECT),
     })
 
@@ -100,6 +102,7 @@ def _wait(what: str, done: Any, worker: subprocess.Popen[bytes], log: Path,
 
 
 def measure_resume(users: int, *, snapshot_interval_s: float = 5.0,
+                   recovery_partitions: int = Config().recovery_partitions,
                    timeout_s: float = 3600.0) -> dict[str, Any]:
     """Build ``users`` users' state, SIGKILL the worker, restart it; return the figures."""
     events = 3 * users
@@ -108,7 +111,8 @@ def measure_resume(users: int, *, snapshot_interval_s: float = 5.0,
         broker.create_topics([TOPIC, "resume-out", "resume-dlq", "resume-models"])
         recovery, log = Path(tmp) / "recovery", Path(tmp) / "worker.log"
         port = free_port()
-        env = worker_env(broker, redis_server.url, recovery, port, snapshot_interval_s)
+        env = worker_env(broker, redis_server.url, recovery, port, snapshot_interval_s,
+                         recovery_partitions)
         worker = _start(env, log)
         try:
             _wait("starting", lambda: bool(scrape(port)), worker, log, 120)
@@ -146,7 +150,8 @@ def measure_resume(users: int, *, snapshot_interval_s: float = 5.0,
             worker.wait(30)
             redis.close()
     return {
-        "users": users, "events": events, "build_s": round(build_s, 1),
+        "users": users, "events": events, "recovery_partitions": recovery_partitions,
+        "build_s": round(build_s, 1),
         "build_events_per_s": round(events / build_s),
         "users_in_state_before_kill": int(samples.get("segstream_users_in_state", 0)),
         "rss_empty_mib": round(rss_empty / 2**20, 1),
@@ -170,9 +175,11 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     ap.add_argument("--users", type=int, default=1_000_000)
     ap.add_argument("--snapshot-interval-s", type=float, default=5.0)
+    ap.add_argument("--recovery-partitions", type=int, default=Config().recovery_partitions)
     ap.add_argument("--json", action="store_true", help="print JSON instead of the table")
     args = ap.parse_args(argv)
-    result = measure_resume(args.users, snapshot_interval_s=args.snapshot_interval_s)
+    result = measure_resume(args.users, snapshot_interval_s=args.snapshot_interval_s,
+                            recovery_partitions=args.recovery_partitions)
     print(json.dumps(result) if args.json else report(result))
     return 0
 

@@ -94,6 +94,11 @@ class Config:
         default="recovery",
         metadata=_doc("Bytewax recovery directory (created if missing); empty disables recovery."),
     )
+    recovery_partitions: int = field(
+        default=16,
+        metadata=_doc("SQLite files a new recovery directory is split into (at least one per "
+                      "worker); resume time grows with the square of the users per file."),
+    )
     snapshot_interval_s: float = field(
         default=10.0,
         metadata=_doc("Seconds between state snapshots; a crash replays at most this much."),
@@ -390,6 +395,8 @@ def _check(config: Config, *, source: str) -> None:
     """Cross-field checks that a single value parser cannot make."""
     if config.snapshot_interval_s <= 0:
         raise ConfigError("snapshot_interval_s", source, "must be > 0 seconds")
+    if config.recovery_partitions < 1:
+        raise ConfigError("recovery_partitions", source, "must be at least 1")
     if config.session_gap_s <= 0:
         raise ConfigError("session_gap_s", source, "must be > 0 seconds")
     if config.late_events not in LATE_POLICIES:

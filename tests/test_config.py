@@ -91,6 +91,7 @@ def test_taxonomy_from_file_and_env(tmp_path: Path) -> None:
         ("", {"SEGSTREAM_WINDOW_HORIZONS": "1h,3m"}, "window_horizons", "at least 7m"),
         ("max_pending_events = 0", {}, "max_pending_events", ">= 1"),
         ("allowed_lateness_s = -5", {}, "allowed_lateness_s", ">= 0"),
+        ("", {"SEGSTREAM_RECOVERY_PARTITIONS": "0"}, "recovery_partitions", "at least 1"),
     ],
 )
 def test_bad_settings_fail_naming_the_field(tmp_path: Path, text: str, env: dict[str, str],
@@ -174,3 +175,15 @@ def test_check_config_prints_the_machine_or_the_error(tmp_path: Path,
     error = capsys.readouterr().err
     line = bad.splitlines().index('when = "purchases_30d >> 5"') + 1
     assert f"bad.toml:{line}: rules.loyal.when: column 16: expected a value" in error
+
+
+def test_a_new_recovery_directory_is_split_into_the_configured_files(tmp_path: Path) -> None:
+    """Resume reads each file in pages that rescan it: more files, shorter resumes."""
+    from segstream.tools.run import recovery_config  # noqa: PLC0415
+
+    config = load_config(env={"SEGSTREAM_RECOVERY_DIR": str(tmp_path / "r"),
+                              "SEGSTREAM_RECOVERY_PARTITIONS": "4"})
+    assert recovery_config(config, partitions=config.recovery_partitions) is not None
+    assert len(list((tmp_path / "r").glob("part-*.sqlite3"))) == 4
+    recovery_config(config, partitions=8)  # an existing directory keeps its files
+    assert len(list((tmp_path / "r").glob("part-*.sqlite3"))) == 4

@@ -122,7 +122,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
             raise ConfigError("metrics_port", "config", f"cannot listen on {port}: {exc}") from exc
         log.info("metrics on :%d/metrics, health on :%d/healthz", port, port)
 
-    recovery = recovery_config(config, partitions=max(1, processes * config.workers_per_process))
+    recovery = recovery_config(
+        config, partitions=max(config.recovery_partitions, processes * config.workers_per_process))
     hub = ModelHub(model_config(config))
     population = segments.new_population()
     flow = build_flow(config, segments=segments, tail=not args.until_end, hub=hub,
