@@ -16,6 +16,8 @@ Key layout (prefix configurable, default ``seg:``), written only here:
   ``p99``), as of the latest exchange between processes.
 - ``{prefix}population:{process}``: each process's own aggregates (JSON), which
   the others add to theirs; it expires when its process stops refreshing it.
+- ``{prefix}population-processes``: sorted set of the processes publishing
+  aggregates, scored by when theirs expire (ms since the epoch).
 
 Writes go through one Lua script per user, batched in one pipeline per sink
 batch. The script applies a profile only if ``(version, events_total)`` is
@@ -32,6 +34,7 @@ state of an uninterrupted run.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -145,6 +148,10 @@ class RedisLayout:
     def population(self, process: str | None = None) -> str:
         """Key of the population statistics, or of one process's aggregates."""
         return f"{self.prefix}population" if process is None else f"{self.prefix}population:{process}"
+
+    def population_processes(self) -> str:
+        """Key of the sorted set of processes with aggregates (score: when theirs expire, ms)."""
+        return f"{self.prefix}population-processes"
 
 
 def membership_ops(changes: Iterable[Change]) -> list[tuple[int, str, str, str]]:
@@ -329,11 +336,24 @@ class RedisStore:
 
     def exchange_population(self, process: str, partial: dict[str, Any], ttl_s: float
                             ) -> list[dict[str, Any]]:
-        """Publish this process's aggregates (expiring after ``ttl_s``); return the others'."""
+        """Publish this process's aggregates (expiring after ``ttl_s``); return the others'.
+
+        The processes are found through a sorted set, not by scanning keys: the
+        keyspace holds every user's hash, and a scan of a million keys every few
+        seconds costs Redis and the worker far more than the exchange itself.
+        """
         own = self._layout.population(process)
-        self._client.set(own, orjson.dumps(partial), px=max(1, int(ttl_s * 1000)))
-        keys = [k for k in self._client.scan_iter(self._layout.population("*"), count=1000)
-                if _text(k) != own]
+        index = self._layout.population_processes()
+        ttl_ms = max(1, int(ttl_s * 1000))
+        now_ms = int(time.time() * 1000)
+        pipe = self._client.pipeline(transaction=False)
+        pipe.set(own, orjson.dumps(partial), px=ttl_ms)
+        pipe.zadd(index, {process: now_ms + ttl_ms})
+        pipe.zremrangebyscore(index, "-inf", now_ms)  # processes that stopped publishing
+        pipe.zrange(index, 0, -1)
+        processes = pipe.execute()[-1]
+        keys = [self._layout.population(_text(name)) for name in processes
+                if _text(name) != process]
         values = self._client.mget(keys) if keys else []
         return [orjson.loads(v) for v in values if v is not None]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 import orjson
@@ -197,3 +198,30 @@ def test_a_replay_that_decides_another_cluster_leaves_no_stale_membership(
     store.apply([to(12, "1", "3")])
     assert {seg: m for seg, m in store.segments().items() if m} == {"cluster:1": {"u1"}}
     assert store.profile("u1")["cluster"] == "1"
+
+
+def test_processes_exchange_population_aggregates_without_scanning_keys(
+        redis_server: RedisServer, redis_prefix: str) -> None:
+    """Each process gets the others' live aggregates; a stopped one's drop out.
+
+    They are found through a sorted set: a scan of the keyspace, which holds
+    every user's hash, would cost Redis a pass over a million keys per exchange.
+    """
+    a = RedisStore.from_url(redis_server.url, redis_prefix)
+    b = RedisStore.from_url(redis_server.url, redis_prefix)
+    client = redis.Redis.from_url(redis_server.url)
+    try:
+        client.mset({f"{redis_prefix}user:u{i}": "x" for i in range(5000)})
+        client.config_resetstat()
+        assert a.exchange_population("0", {"from": 0}, ttl_s=0.3) == []
+        assert b.exchange_population("1", {"from": 1}, ttl_s=30) == [{"from": 0}]
+        assert a.exchange_population("0", {"from": 0}, ttl_s=0.3) == [{"from": 1}]
+        time.sleep(0.4)  # process 0 stops refreshing: its aggregates expire
+        assert b.exchange_population("1", {"from": 1}, ttl_s=30) == []
+        assert client.zrange(f"{redis_prefix}population-processes", 0, -1) == [b"1"]
+        stats = client.info("commandstats")
+        assert "cmdstat_scan" not in stats and "cmdstat_keys" not in stats
+    finally:
+        a.close()
+        b.close()
+        client.close()
