@@ -316,7 +316,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     document = {
         "setting": setting,
         "results": [{**asdict(r), "rate": r.rate} for r in results],
-        "latency": [asdict(run) for run in latency],
+        "latency": [{k: v for k, v in asdict(run).items() if not k.endswith("_samples")}
+                    for run in latency],
         "memory": memory["sizes"] if memory else [],
         "resume": resume,
     }
