@@ -12,16 +12,25 @@ the topic (start-up included):
 - ``baseline``: a plain confluent-kafka consumer loop doing the same features,
   rules and sinks (``benchmarks/baseline.py``), one process.
 
+Each scenario runs ``--runs`` times (default 3, round the scenarios), each
+run with its own output topics and Redis prefix; its figure is the median
+run, printed with every run's rate and the CPU seconds its processes, Tansu
+and redis-server used.
+
 Then, unless ``--latency-seconds 0``, latency (``benchmarks/latency.py``): a
 tailing ``segstream run`` (one process) gets the log's next records at 25 %,
 50 % and 90 % of the ``full`` scenario's rate, and produce -> ``segment-changes``
-and produce -> Redis are measured (p50 / p95 / p99 / max).
+and produce -> Redis are measured (p50 / p95 / p99 / max). Then memory per
+user at ``--memory-users`` (``benchmarks/state_memory.py``), and resume after
+SIGKILL with ``--resume-users`` in state (``benchmarks/resume.py``).
 
-It prints the tables and writes them as JSON (``--json``). The broker is
-Tansu: its costs are in every figure, and production runs Apache Kafka.
+It prints every table, writes them as JSON (``--json``) and draws the PNG
+charts from that JSON (``--charts``, default ``benchmarks/charts``). The
+broker is Tansu: its costs are in every figure, and production runs Apache Kafka.
 
-    python -m benchmarks.bench                          # the full run
-    python -m benchmarks.bench --events 20000 --users 2000 --scenarios ceiling,full
+    python -m benchmarks.bench                          # everything, about 75 min on 2 cores
+    python -m benchmarks.bench --events 20000 --users 2000 --scenarios ceiling,full \
+        --runs 1 --latency-seconds 0 --memory-users --resume-users 0
 """
 
 from __future__ import annotations
