@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import lru_cache
 from enum import StrEnum
 from typing import Any
 
@@ -133,8 +134,12 @@ class Change:
     model_version: int | None = None
 
 
+@lru_cache(maxsize=4096)
 def iso_utc(epoch_seconds: float) -> str:
     """Format epoch seconds as ISO-8601 UTC with millisecond precision.
+
+    Cached: a batch's changes share their ``emitted_at``, and an event's changes
+    their ``event_time``; formatting one costs ten times a cache hit.
 
     >>> iso_utc(0.5)
     '1970-01-01T00:00:00.500Z'

@@ -582,7 +582,7 @@ class ExpressionValues(Mapping[str, Any]):
     (1, 25.0, None)
     """
 
-    __slots__ = ("_at", "_config", "_known", "_population", "_profile")
+    __slots__ = ("_at", "_config", "_known", "_population", "_profile", "_readers")
 
     def __init__(self, profile: Profile, config: FeatureConfig, at: float | None = None, *,
                  taken: Mapping[str, Any] | None = None,
@@ -591,6 +591,7 @@ class ExpressionValues(Mapping[str, Any]):
         self._config = config
         self._at = profile.last_seen if at is None else at
         self._population = population
+        self._readers = _readers(config.windows)
         self._known: dict[str, Any] = {}
         if taken is not None:
             self._known.update(taken)
@@ -626,7 +627,7 @@ class ExpressionValues(Mapping[str, Any]):
 
     def _read(self, name: str) -> Any:
         profile, config, at = self._profile, self._config, self._at
-        read = _readers(config.windows).get(name)
+        read = self._readers.get(name)
         if read is not None:
             return read(profile, config, at)
         if name == "aov_90d":
