@@ -24,9 +24,12 @@ and produce -> Redis are measured (p50 / p95 / p99 / max). Then memory per
 user at ``--memory-users`` (``benchmarks/state_memory.py``), and resume after
 SIGKILL with ``--resume-users`` in state (``benchmarks/resume.py``).
 
-It prints every table, writes them as JSON (``--json``) and draws the PNG
-charts from that JSON (``--charts``, default ``benchmarks/charts``). The
-broker is Tansu: its costs are in every figure, and production runs Apache Kafka.
+It prints every table, writes the same text into the generated section of
+``benchmarks/RESULTS.md`` (``--results``; between its ``bench:begin`` and
+``bench:end`` markers, with the command, commit and date; the analysis around it
+is written by hand), writes the figures as JSON (``--json``) and draws the PNG
+charts from that JSON (``--charts``, default ``benchmarks/charts``). The broker
+is Tansu: its costs are in every figure, and production runs Apache Kafka.
 
     python -m benchmarks.bench                          # everything, about 75 min on 2 cores
     python -m benchmarks.bench --events 20000 --users 2000 --scenarios ceiling,full \
@@ -58,6 +61,9 @@ from segstream.services import RedisServer, TansuBroker, clean_env, free_port
 from segstream.tools.demo import processed, scrape
 
 SCENARIOS = ("ceiling", "full", "full_2p", "baseline")
+RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
+BEGIN = "<!-- bench:begin: written by `make bench` (benchmarks/bench.py); edit outside the markers -->"
+END = "<!-- bench:end -->"
 LOADS = (0.25, 0.50, 0.90)
 """Latency is measured at these shares of the ``full`` scenario's throughput."""
 INPUT_TOPIC = "clicks"
@@ -285,6 +291,47 @@ def measure_memory(sizes: Sequence[int], timeout_s: float = 7200.0) -> dict[str,
     return result
 
 
+def commit() -> str:
+    """The checkout's commit, ``+changes`` when tracked files differ from it."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, check=True,
+                              capture_output=True, text=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               check=True, capture_output=True, text=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown commit"
+    return f"{head}+changes" if dirty else head
+
+
+def results_section(command: str, printed: Sequence[str], charts: Sequence[Path],
+                    results: Path) -> str:
+    """The generated section of RESULTS.md: the command, then exactly what was printed."""
+    when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    lines = [BEGIN, "", f"Command: `{command}`, {when}, at {commit()}.", "", "```text",
+             *printed, "```", ""]
+    for chart in charts:
+        try:
+            where = chart.resolve().relative_to(results.resolve().parent)
+        except ValueError:
+            where = chart.resolve()
+        lines.append(f"![{chart.stem}]({where.as_posix()})")
+    lines.extend(["", END])
+    return "\n".join(lines)
+
+
+def write_results(path: Path, section: str) -> None:
+    """Replace the generated section of ``path`` (or add it after the title)."""
+    text = path.read_text() if path.exists() else "# Benchmark results\n"
+    start, end = text.find(BEGIN), text.find(END)
+    if start >= 0 and end > start:
+        text = text[:start] + section + text[end + len(END):]
+    else:
+        title, newline, rest = text.partition("\n")
+        text = f"{title}{newline}\n{section}\n{rest}"
+    path.write_text(text)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Command line: ``python -m benchmarks.bench [--events N] [--users N] [--scenarios ...]``."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -303,6 +350,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--json", type=Path, help="write the results here as JSON")
     ap.add_argument("--charts", type=Path, default=Path(__file__).resolve().parent / "charts",
                     help="directory for the PNG charts (default benchmarks/charts)")
+    ap.add_argument("--results", default=str(RESULTS),
+                    help="Markdown file whose generated section gets the printed tables "
+                         "(default benchmarks/RESULTS.md; empty: none)")
     args = ap.parse_args(argv)
     scenarios = [s.strip() for s in args.scenarios.split(",") if s.strip()]
     for name in scenarios:
@@ -313,15 +363,21 @@ def main(argv: Sequence[str] | None = None) -> None:
     results, latency, setting = run_bench(args.events, args.users, scenarios, runs=args.runs,
                                           latency_seconds=args.latency_seconds)
     setting["runs"] = f"median of {args.runs}"
-    print(table(results, setting))
+    printed: list[str] = []
+
+    def show(text: str) -> None:
+        print(text, flush=True)
+        printed.append(text)
+
+    show(table(results, setting))
     if latency:
-        print(latency_table(latency))
+        show(latency_table(latency))
     memory = measure_memory(args.memory_users) if args.memory_users else None
     if memory:
-        print(memory_table(memory))
+        show(memory_table(memory))
     resume = measure_resume(args.resume_users) if args.resume_users else None
     if resume:
-        print(resume_report(resume))
+        show(resume_report(resume))
     document = {
         "setting": setting,
         "results": [{**asdict(r), "rate": r.rate} for r in results],
@@ -332,8 +388,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     }
     if args.json:
         args.json.write_text(json.dumps(document, indent=2))
-    for path in write_charts(document, args.charts):
+    charts = write_charts(document, args.charts)
+    for path in charts:
         print(f"chart: {path}")
+    if args.results:
+        command = " ".join(["python -m benchmarks.bench", *(argv if argv is not None else sys.argv[1:])])
+        write_results(Path(args.results), results_section(command, printed, charts,
+                                                          Path(args.results)))
+        print(f"tables written to {args.results}")
 
 
 if __name__ == "__main__":

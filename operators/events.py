@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from functools import lru_cache
 from enum import StrEnum
+from functools import lru_cache
 from typing import Any
 
 
@@ -134,7 +134,7 @@ class Change:
     model_version: int | None = None
 
 
-@lru_cache(maxsize=4096)
+@lru_cache(maxsize=128)
 def iso_utc(epoch_seconds: float) -> str:
     """Format epoch seconds as ISO-8601 UTC with millisecond precision.
 

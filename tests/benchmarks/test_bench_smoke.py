@@ -17,8 +17,10 @@ from benchmarks.bench import (
     cpu_seconds,
     latency_table,
     main,
+    results_section,
     run_bench,
     table,
+    write_results,
 )
 from benchmarks.charts import write_charts
 from benchmarks.latency import Percentiles
@@ -64,11 +66,14 @@ def test_unknown_scenarios_are_refused_with_the_choices(capsys: pytest.CaptureFi
 
 def test_one_command_prints_every_part_writes_json_and_draws_the_charts(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """`make bench` on tiny sizes: medians of 2 runs, memory, resume, JSON and PNGs agree."""
+    """`make bench` on tiny sizes: medians of 2 runs, memory, resume, JSON, PNGs and RESULTS agree."""
     out = tmp_path / "bench.json"
-    main(["--events", "3000", "--users", "300", "--scenarios", "ceiling,full", "--runs", "2",
-          "--latency-seconds", "0", "--memory-users", "1000", "--resume-users", "300",
-          "--json", str(out), "--charts", str(tmp_path / "charts")])
+    results = tmp_path / "RESULTS.md"
+    results.write_text("# Benchmark results\n\nHand-written analysis.\n")
+    args = ["--events", "3000", "--users", "300", "--scenarios", "ceiling,full", "--runs", "2",
+            "--latency-seconds", "0", "--memory-users", "1000", "--resume-users", "300",
+            "--json", str(out), "--charts", str(tmp_path / "charts"), "--results", str(results)]
+    main(args)
     printed = capsys.readouterr().out
     document = json.loads(out.read_text())
     full = document["results"][1]
@@ -83,6 +88,22 @@ def test_one_command_prints_every_part_writes_json_and_draws_the_charts(
         png = tmp_path / "charts" / f"{name}.png"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and f"chart: {png}" in printed
     assert not (tmp_path / "charts" / "latency.png").exists()  # no latency runs, no chart
+    # RESULTS.md gets exactly the printed tables, the command and the charts;
+    # the hand-written text stays.
+    written = results.read_text()
+    assert written.startswith("# Benchmark results\n\n<!-- bench:begin")
+    assert "Hand-written analysis." in written
+    start = written.index("```text\n") + len("```text\n")
+    section = written[start:written.index("\n```", start)]
+    tables = printed[:printed.index("chart: ")].rstrip("\n")
+    assert section == tables
+    assert f"`python -m benchmarks.bench {' '.join(args)}`" in written
+    assert "![throughput](charts/throughput.png)" in written
+    # A second run replaces the section rather than adding one.
+    write_results(results, results_section("again", ["table"], [], results))
+    again = results.read_text()
+    assert again.count("<!-- bench:begin") == 1 and "`again`" in again
+    assert "Hand-written analysis." in again and "```text\ntable\n```" in again
 
 
 def test_the_latency_chart_draws_every_load(tmp_path: Path) -> None:
