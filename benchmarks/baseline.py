@@ -263,9 +263,10 @@ def run_baseline(config: Config, expected: int, *, timeout_s: float = 600.0) -> 
                 clock = clocks.get(part)
                 if clock is None:
                     clock = clocks[part] = PartitionWatermark(lateness)
-                for result in parse_batch(parser, items, clock, late_events=late_events):
+                for result in parse_batch(parser, items, clock, late_events=late_events,
+                                          features=settings.features):
                     if isinstance(result, Stamped):
-                        key = result.event.key
+                        key = result.key
                         found_items = batch.get(key)
                         if found_items is None:
                             batch[key] = [result]

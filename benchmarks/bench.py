@@ -305,10 +305,13 @@ def commit() -> str:
 
 
 def results_section(command: str, printed: Sequence[str], charts: Sequence[Path],
-                    results: Path) -> str:
-    """The generated section of RESULTS.md: the command, then exactly what was printed."""
+                    results: Path, at: str | None = None) -> str:
+    """The generated section of RESULTS.md: the command, then exactly what was printed.
+
+    ``at``: the commit measured (default: the checkout's now).
+    """
     when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-    lines = [BEGIN, "", f"Command: `{command}`, {when}, at {commit()}.", "", "```text",
+    lines = [BEGIN, "", f"Command: `{command}`, {when}, at {at or commit()}.", "", "```text",
              *printed, "```", ""]
     for chart in charts:
         try:
@@ -360,6 +363,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             ap.error(f"--scenarios: unknown {name!r}; choose from {', '.join(SCENARIOS)}")
     if args.runs < 1:
         ap.error("--runs: at least 1")
+    measured = commit()  # before this run writes its JSON and charts into the checkout
     results, latency, setting = run_bench(args.events, args.users, scenarios, runs=args.runs,
                                           latency_seconds=args.latency_seconds)
     setting["runs"] = f"median of {args.runs}"
@@ -394,7 +398,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.results:
         command = " ".join(["python -m benchmarks.bench", *(argv if argv is not None else sys.argv[1:])])
         write_results(Path(args.results), results_section(command, printed, charts,
-                                                          Path(args.results)))
+                                                          Path(args.results), measured))
         print(f"tables written to {args.results}")
 
 

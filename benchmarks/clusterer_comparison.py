@@ -25,8 +25,9 @@ from typing import Any
 import river.cluster
 import river.compose
 import river.preprocessing
-from segstream.operators.event_time import PartitionWatermark, Stamped
+from segstream.operators.event_time import PartitionWatermark
 from segstream.operators.events import Event
+from segstream.operators.features import stamp_event
 from segstream.operators.models import ClusterModel, ModelConfig
 from segstream.operators.parse import EventParser
 from segstream.operators.user import UserConfig, UserLogic
@@ -50,7 +51,7 @@ def snapshot_stream(users: int, events: int, seed: int) -> tuple[list[tuple[str,
         if not isinstance(event, Event):
             continue
         logic = logics.setdefault(event.key, UserLogic(ucfg))
-        for update in logic.on_items([Stamped(event, clock.observe(event.timestamp), "c:0")]):
+        for update in logic.on_items([stamp_event(event, clock.observe(event.timestamp), "c:0")]):
             stream += [(update.user_id, i.cluster_x) for i in update.learn if i.cluster_x]
     for logic in logics.values():
         for update in logic.on_watermark(clock.watermark):

@@ -36,8 +36,9 @@ from collections import Counter
 from math import comb
 from typing import Any
 
-from segstream.operators.event_time import PartitionWatermark, Stamped
+from segstream.operators.event_time import PartitionWatermark
 from segstream.operators.events import Event
+from segstream.operators.features import stamp_event
 from segstream.operators.models import LearnItem, ModelConfig, ModelHub, Models
 from segstream.operators.parse import EventParser
 from segstream.operators.user import UserConfig, UserLogic
@@ -125,7 +126,7 @@ def run(users: int, events: int, seed: int, config: ModelConfig | None = None) -
         logic = logics.get(event.key)
         if logic is None:
             logic = logics[event.key] = UserLogic(ucfg)
-        for update in logic.on_items([Stamped(event, clock.observe(event.timestamp), CLOCK)]):
+        for update in logic.on_items([stamp_event(event, clock.observe(event.timestamp), CLOCK)]):
             learn(update.learn)
         if halfway is None and i >= len(log.lines) * STABLE_FROM:
             halfway = copy.deepcopy(hub.models)

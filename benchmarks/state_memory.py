@@ -70,6 +70,7 @@ from segstream.flows.segmentation import Sinks, _UserStep, build_flow, user_conf
 from segstream.flows.timers import WorkerState
 from segstream.operators.event_time import PartitionWatermark, Stamped
 from segstream.operators.events import Event, iso_utc
+from segstream.operators.features import stamp_event
 from segstream.operators.parse import EventParser
 from segstream.operators.user import UserConfig, UserLogic
 
@@ -126,7 +127,7 @@ def snapshot_sizes(users: int, events_per_user: int = 10, seed: int = 1) -> dict
     for line in log.lines:
         event = parser.parse(line)
         if isinstance(event, Event):
-            stamped = Stamped(event, clock.observe(event.timestamp), CLOCK)
+            stamped = stamp_event(event, clock.observe(event.timestamp), CLOCK)
             by_user.setdefault(event.key, []).append(stamped)
     del log
     config = UserConfig()
@@ -307,7 +308,7 @@ def _drive(steps: list[Any]) -> None:
         for _ in range(EVENTS_PER_SYNTHETIC_USER):
             event = parser.parse(next(docs), topic=TOPIC, partition=0)
             assert isinstance(event, Event)
-            items.append(Stamped(event, clock.observe(event.timestamp), CLOCK))
+            items.append(stamp_event(event, clock.observe(event.timestamp), CLOCK))
         step = _UserStep(ucfg, None, worker)
         step.on_batch(items)
         steps[i] = step

@@ -32,7 +32,7 @@ from segstream.flows.timers import ClockSource, WorkerState, WorkerStates
 from segstream.operators.changes import change_key, change_value, dead_letter_headers
 from segstream.operators.event_time import PartitionWatermark, Stamped, Tick
 from segstream.operators.events import Event, Reason, Rejected, iso_utc
-from segstream.operators.features import FeatureConfig
+from segstream.operators.features import FeatureConfig, stamp_event
 from segstream.operators.models import ModelConfig, ModelEvent, ModelHub
 from segstream.operators.parse import EventParser
 from segstream.operators.population import Population
@@ -79,13 +79,15 @@ def partition_of(item: SourceItem) -> str:
 
 def parse_batch(
     parser: EventParser, items: list[SourceItem], clock: PartitionWatermark,
-    *, late_events: str = "apply",
+    *, late_events: str = "apply", features: FeatureConfig | None = None,
 ) -> list[Stamped | Rejected]:
     """Parse a batch of one partition's messages, in order, and stamp their watermark.
 
     Consumer errors become ``source_error`` rejects; late events are
-    dead-lettered (``late``) or passed on, by ``late_events``. Metrics are
-    counted in the same pass and recorded once per batch.
+    dead-lettered (``late``) or passed on, by ``late_events``. Valid events go
+    on as the user's timeline keeps them (``features``: its settings; default
+    ones if ``None``). Metrics are counted in the same pass and recorded once
+    per batch.
     """
     out: list[Stamped | Rejected] = []
     parse = parser.parse
@@ -121,7 +123,7 @@ def parse_batch(
                     out.append(result)
                     continue
             valid += 1
-            out.append(Stamped(result, watermark, source))
+            out.append(stamp_event(result, watermark, source, features))
         else:
             rejected[result.reason.value] += 1
             out.append(result)
@@ -200,15 +202,18 @@ class _ParseStep(StatefulBatchLogic[SourceItem, "Stamped | Rejected", float]):
     offsets, so a resumed worker judges lateness exactly as before the crash.
     """
 
-    __slots__ = ("parser", "clock", "late_events")
+    __slots__ = ("parser", "clock", "late_events", "features")
 
-    def __init__(self, parser: EventParser, clock: PartitionWatermark, late_events: str) -> None:
+    def __init__(self, parser: EventParser, clock: PartitionWatermark, late_events: str,
+                 features: FeatureConfig) -> None:
         self.parser = parser
         self.clock = clock
         self.late_events = late_events
+        self.features = features
 
     def on_batch(self, values: list[SourceItem]) -> tuple[list[Stamped | Rejected], bool]:
-        out = parse_batch(self.parser, values, self.clock, late_events=self.late_events)
+        out = parse_batch(self.parser, values, self.clock, late_events=self.late_events,
+                          features=self.features)
         return out, StatefulBatchLogic.RETAIN
 
     def snapshot(self) -> float:
@@ -246,7 +251,7 @@ class _UserStep(UserLogic, StatefulBatchLogic["Stamped | Tick", UserUpdate, byte
         for item in values:
             if isinstance(item, Stamped):
                 # The partition's watermark after this event.
-                observe(item.clock, max(item.watermark, item.event.timestamp - lateness))
+                observe(item.clock, max(item.watermark, item.fact.ts - lateness))
         return self._done(self.on_items(values))
 
     def on_eof(self) -> tuple[list[UserUpdate], bool]:
@@ -374,7 +379,7 @@ def build_flow(
         clock = PartitionWatermark(lateness)
         if resume is not None:
             clock.newest = resume
-        return _ParseStep(parser, clock, late_events)
+        return _ParseStep(parser, clock, late_events, users.features)
 
     def user_step(resume: bytes | None) -> _UserStep:
         return _UserStep(users, resume, workers.mine())
@@ -388,7 +393,7 @@ def build_flow(
     valid = op.branch("validate", parsed, lambda item: isinstance(item, Stamped))
     dead_letters = op.map("dead_letter", valid.falses, lambda r: dead_letter(config.dlq_topic, r))
     # OutMessage (dead-letter topic)
-    to_users = op.key_on("key_by_user", valid.trues, lambda stamped: stamped.event.key)
+    to_users = op.key_on("key_by_user", valid.trues, lambda stamped: stamped.key)
     # (user_id, Stamped)
     if clock_interval_s:
         polls = op.input("clock", flow, ClockSource(clock_interval_s))

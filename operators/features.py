@@ -22,8 +22,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from functools import cache
 from typing import Any, NamedTuple
 
+from segstream.operators.event_time import Stamped
 from segstream.operators.events import Event
 from segstream.operators.expressions import BOOL, NUMBER, STRING
 from segstream.operators.journey import DEFAULT_JOURNEY, JourneyConfig
@@ -136,6 +138,21 @@ def fact_of(event: Event, config: FeatureConfig) -> Fact:
         _text(context, "device", "type"), _text(context, "location", "country"),
         _text(context, "campaign", "source"), traits,
     )
+
+
+def stamp_event(event: Event, watermark: float, clock: str,
+                config: FeatureConfig | None = None) -> Stamped:
+    """Return what the parse step sends the user step for ``event``.
+
+    ``watermark``: its partition's watermark just before it; ``clock``: the
+    partition; ``config``: the features' settings (default ones if ``None``).
+    """
+    return Stamped(event.key, fact_of(event, config or _default_features()), watermark, clock)
+
+
+@cache
+def _default_features() -> FeatureConfig:
+    return FeatureConfig()
 
 
 def starts_session(profile: Profile, ts: float, config: FeatureConfig) -> bool:

@@ -23,10 +23,11 @@ speed, with or without ticks, publishes the same changes with the same versions.
 At rest a user is its snapshot bytes (about a few hundred bytes), decoded for
 the length of a batch: that is what keeps a million idle users small.
 
+>>> from segstream.operators.features import stamp_event
 >>> from segstream.operators.parse import EventParser
 >>> logic = UserLogic(UserConfig())
 >>> raw = b'{"event":"Product Viewed","userId":"u1","timestamp":"2024-05-01T10:00:00Z"}'
->>> [update] = logic.on_items([Stamped(EventParser().parse(raw), float("-inf"), "clicks:0")])
+>>> [update] = logic.on_items([stamp_event(EventParser().parse(raw), float("-inf"), "clicks:0")])
 >>> for c in update.changes:  # versions: 2 journey slots, then one per rule in file order
 ...     print(c.segment, c.previous, c.version - update.changes[0].version)
 journey:awareness None 0
@@ -56,7 +57,6 @@ from segstream.operators.features import (
     apply_late,
     enter_phase,
     expression_values,
-    fact_of,
     features,
     fire_cart_timer,
     fire_journey_timer,
@@ -357,14 +357,13 @@ class _Run:
     # --- the two inputs ---------------------------------------------------------
 
     def event(self, item: Stamped) -> None:
-        event = item.event
         fcfg = self.config.features
-        fact = fact_of(event, fcfg)
+        fact = item.fact
         if self.state is None:
-            self.state = _new_state(event.key, max(fact.ts, item.watermark), self.retired)
+            self.state = _new_state(item.key, max(fact.ts, item.watermark), self.retired)
         self.advance(item.watermark)
         if self.state is None:  # the watermark evicted the user: this event starts anew
-            self.state = _new_state(event.key, max(fact.ts, item.watermark), self.retired)
+            self.state = _new_state(item.key, max(fact.ts, item.watermark), self.retired)
             self.state.watermark = item.watermark
         state = self.state
         state.clock = item.clock
@@ -375,7 +374,7 @@ class _Run:
             # from another one. Either way: the aggregates only.
             apply_late(state.settled, fact, fcfg)
             self._rebuild_view()
-            self._publish(event.message_id, fact.ts)
+            self._publish(fact.message_id, fact.ts)
             return
         pending = state.pending
         if not pending or _order(pending[-1]) <= _order(fact):
@@ -386,11 +385,11 @@ class _Run:
             pending.append(fact)
             before = view.journey
             steps = apply_fact(view, fact, fcfg)
-            self._publish(event.message_id, fact.ts, steps, before)
+            self._publish(fact.message_id, fact.ts, steps, before)
         else:
             insort(pending, fact, key=_order)
             self._rebuild_view()
-            self._publish(event.message_id, fact.ts)
+            self._publish(fact.message_id, fact.ts)
         if len(pending) > self.config.max_pending_events:
             self._settle_one()
 

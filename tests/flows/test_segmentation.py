@@ -157,6 +157,7 @@ def per_user_replay(lines: list[bytes]) -> dict[str, dict[str, str]]:
     user's timeline of events and timers the stream's.
     """
     from segstream.operators.event_time import PartitionWatermark, Stamped  # noqa: PLC0415
+    from segstream.operators.features import stamp_event  # noqa: PLC0415
     from segstream.operators.events import Event  # noqa: PLC0415
     from segstream.operators.parse import EventParser  # noqa: PLC0415
     from segstream.operators.user import UserLogic  # noqa: PLC0415
@@ -167,7 +168,7 @@ def per_user_replay(lines: list[bytes]) -> dict[str, dict[str, str]]:
         event = EventParser().parse(line, topic="clickstream", partition=0, offset=offset)
         if isinstance(event, Event):
             by_user.setdefault(event.key, []).append(
-                Stamped(event, clock.observe(event.timestamp), "clickstream:0"))
+                stamp_event(event, clock.observe(event.timestamp), "clickstream:0"))
     profiles = {}
     for user, stamped in by_user.items():
         logic = UserLogic(ORACLE_USERS, None)

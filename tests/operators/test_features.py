@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import pickle
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -14,7 +15,10 @@ from segstream.operators.features import (
     completeness,
     expression_values,
     features,
+    stamp_event,
 )
+from segstream.operators.events import Event
+from segstream.operators.parse import EventParser
 from segstream.operators.segments import default_segments
 from segstream.operators.windows import WindowLayout
 from segstream.state.profile import Fact, Profile
@@ -69,6 +73,21 @@ def test_traits_merge_later_wins_and_is_bounded() -> None:
     p = profile_of(fact(1, traits={"email": "a@x", "plan": "free"}),
                    fact(2, traits={"plan": "pro", "name": "Ann"}), config=config)
     assert p.traits == {"email": "a@x", "plan": "pro"}  # a third key does not fit
+
+
+def test_an_event_goes_to_its_user_as_its_fact_not_its_payload() -> None:
+    """In a cluster half the events cross processes: only what the timeline keeps is pickled."""
+    raw = (b'{"type":"identify","userId":"u1","messageId":"m1","timestamp":"2024-05-01T10:00:00Z",'
+           b'"traits":{"email":"a@x","plan":"pro","bio":"' + b"x" * 2000 + b'"},'
+           b'"context":{"device":{"type":"mobile"},"page":{"url":"https://x/' + b"p" * 500 + b'"}}}')
+    event = EventParser().parse(raw)
+    assert isinstance(event, Event)
+    stamped = stamp_event(event, 5.0, "clicks:0", FeatureConfig(max_traits=2))
+    assert (stamped.key, stamped.watermark, stamped.clock) == ("u1", 5.0, "clicks:0")
+    assert stamped.fact.device == "mobile"
+    assert stamped.fact.traits is not None and len(stamped.fact.traits) == 2
+    assert pickle.loads(pickle.dumps(stamped)) == stamped
+    assert len(pickle.dumps(stamped)) < len(pickle.dumps(event)) - 500  # the page URL stays behind
 
 
 def needs_enrichment(profile: Profile) -> bool:

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from segstream.operators.event_time import Stamped
 from segstream.operators.events import Event, iso_utc
 from segstream.operators.expressions import NUMBER, parse
-from segstream.operators.features import FeatureConfig, time_behaviour
+from segstream.operators.features import FeatureConfig, stamp_event, time_behaviour
 from segstream.operators.parse import EventParser
 from segstream.operators.rechecks import DECAY, EPSILON, LINEAR, Clock, next_change
 from segstream.operators.segments import load_segments_text
@@ -94,7 +94,7 @@ def purchase(ts: float, mid: str) -> Stamped:
            f'"timestamp":"{iso_utc(ts)}","properties":{{"revenue":10}}}}')
     parsed = EventParser().parse(doc.encode())
     assert isinstance(parsed, Event)
-    return Stamped(parsed, ts - 1, "clicks:0")
+    return stamp_event(parsed, ts - 1, "clicks:0")
 
 
 def test_a_member_is_rechecked_once_not_every_hour() -> None:

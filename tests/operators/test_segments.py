@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from segstream.operators.event_time import Stamped
 from segstream.operators.events import Event, iso_utc
-from segstream.operators.features import FeatureConfig
+from segstream.operators.features import FeatureConfig, stamp_event
 from segstream.operators.parse import EventParser
 from segstream.operators.population import Population
 from segstream.operators.rechecks import EPSILON, Clock
@@ -177,7 +177,7 @@ def event(name: str, ts: float, mid: str, revenue: float = 0.0) -> Stamped:
            f'"timestamp":"{iso_utc(ts)}","properties":{{"revenue":{revenue}}}}}')
     parsed = EventParser().parse(doc.encode())
     assert isinstance(parsed, Event)
-    return Stamped(parsed, ts - 1, "clicks:0")
+    return stamp_event(parsed, ts - 1, "clicks:0")
 
 
 def rule_changes(updates: list[UserUpdate], name: str) -> list[tuple[str, str]]:
@@ -341,7 +341,7 @@ def test_a_return_after_14_days_takes_both_steps_even_if_no_watermark_fired_the_
     logic = UserLogic(UserConfig())
     logic.on_items([event("Order Completed", T0, "p1", 10.0)])
     late_return = event("Page Viewed", T0 + 20 * DAY, "back")
-    updates = logic.on_items([Stamped(late_return.event, T0, "clicks:0")])  # watermark still at T0
+    updates = logic.on_items([late_return._replace(watermark=T0)])  # watermark still at T0
     assert [(s, r) for s, _c, r, _t in journey_changes(updates)] == [
         ("journey:churn_risk", "inactive_14d"), ("journey:win_back", "returned")]
 

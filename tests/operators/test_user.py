@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from segstream.operators.event_time import PartitionWatermark, Stamped, Tick
 from segstream.operators.events import Change, Event, iso_utc
-from segstream.operators.features import FeatureConfig, apply_fact, features
+from segstream.operators.features import FeatureConfig, apply_fact, features, stamp_event
 from segstream.operators.parse import EventParser
 from segstream.operators.user import UserConfig, UserLogic, UserUpdate
 from segstream.operators.windows import WINDOW_ROLES
@@ -39,7 +39,7 @@ def event(role: str | None, ts: float, revenue: float = 0.0, mid: str = "m", key
 def stamp(events: Sequence[Event], lateness: float = LATENESS) -> list[Stamped]:
     """What the parse step does: stamp each event with its partition's watermark before it."""
     clock = PartitionWatermark(lateness)
-    return [Stamped(e, clock.observe(e.timestamp), CLOCK) for e in events]
+    return [stamp_event(e, clock.observe(e.timestamp), CLOCK) for e in events]
 
 
 def run(items: Sequence[Stamped | Tick], config: UserConfig | None = None,
@@ -192,7 +192,7 @@ def test_any_order_within_lateness_gives_the_sorted_result(raw: list, seed: int,
     events = to_events(raw)
     arrival = shuffle_within(events, LATENESS, seed)
     stamped = stamp(arrival)
-    assert all(s.event.timestamp >= s.watermark for s in stamped)  # all on time
+    assert all(s.fact.ts >= s.watermark for s in stamped)  # all on time
     shuffled, _ = run(stamped, batch=batch)
     ordered, _ = run(stamp(timeline(events)))
     assert_same(final_features(shuffled), final_features(ordered))
@@ -228,7 +228,7 @@ def test_ticks_never_change_what_is_published(raw: list, seed: int, data: st.Dat
         if data.draw(st.booleans()) and reached > float("-inf"):
             with_ticks.append(Tick(data.draw(st.floats(reached - DAY, reached)), CLOCK))
         with_ticks.append(item)
-        reached = max(reached, item.watermark, item.event.timestamp - LATENESS)
+        reached = max(reached, item.watermark, item.fact.ts - LATENESS)
     _, plain = run(stamped, config)
     _, ticked = run(with_ticks, config)
     assert changes_of(ticked) == changes_of(plain)
@@ -309,7 +309,7 @@ def test_return_after_the_deadline_evicts_first_then_starts_anew() -> None:
     """An event whose watermark passed the eviction deadline evicts, then starts a new life."""
     config = UserConfig(state_ttl_s=DAY)
     logic, updates = run(stamp([event("product_view", T0, mid="a")]), config)
-    comeback = Stamped(event("page_view", T0 + 3 * DAY, mid="b"), T0 + 2 * DAY, CLOCK)
+    comeback = stamp_event(event("page_view", T0 + 3 * DAY, mid="b"), T0 + 2 * DAY, CLOCK)
     out = logic.on_items([comeback])
     assert [u.evicted for u in out] == [True, False]
     versions = [c.version for c in changes_of(updates + out)]
@@ -322,7 +322,7 @@ def test_eviction_and_return_in_one_batch_continue_versions() -> None:
     """Events after the eviction deadline in the same batch start the next life at once."""
     config = UserConfig(state_ttl_s=DAY)
     logic, updates = run(stamp([event("product_view", T0, mid="a")]), config)
-    comeback = Stamped(event("product_view", T0 + 3 * DAY, mid="b"), T0 - LATENESS, CLOCK)
+    comeback = stamp_event(event("product_view", T0 + 3 * DAY, mid="b"), T0 - LATENESS, CLOCK)
     out = logic.on_items([comeback, Tick(T0 + 3 * DAY, CLOCK)])
     assert [u.evicted for u in out] == [True, False]
     versions = [c.version for c in changes_of(updates + out)]
@@ -336,7 +336,7 @@ def test_eviction_and_return_in_one_batch_continue_versions() -> None:
 def test_late_event_counts_only_in_aggregates() -> None:
     """A late event (apply policy) adds to totals and day windows, not sessions or hours."""
     items = stamp([event("page_view", T0, mid="a"), event("page_view", T0 + 7200, mid="b")])
-    late = Stamped(event("purchase", T0 + 3600, 40.0, mid="late"), T0 + 7200 - LATENESS, CLOCK)
+    late = stamp_event(event("purchase", T0 + 3600, 40.0, mid="late"), T0 + 7200 - LATENESS, CLOCK)
     logic, _ = run([*items, late])
     values = final_features(logic)
     assert (values["events_total"], values["late_total"], values["purchases_total"]) == (3, 1, 1)
@@ -375,7 +375,7 @@ def test_cart_abandoner_fires_once_in_event_time() -> None:
     updates += logic.on_items([Tick(deadline + 2 * DAY, CLOCK)])
     assert cart_changes(updates) == [("enter", "timer:cart_abandoner", deadline)]
     # The next purchase leaves the segment.
-    buy = Stamped(event("purchase", deadline + 2 * DAY, 9.0, mid="buy"), deadline, CLOCK)
+    buy = stamp_event(event("purchase", deadline + 2 * DAY, 9.0, mid="buy"), deadline, CLOCK)
     assert cart_changes(logic.on_items([buy])) == [("exit", "buy", deadline + 2 * DAY)]
 
 
