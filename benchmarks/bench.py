@@ -48,7 +48,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -154,6 +155,53 @@ def scenario_commands(scenario: str, expected: int) -> list[list[str]]:
     raise ValueError(f"unknown scenario {scenario!r}; choose from {', '.join(SCENARIOS)}")
 
 
+@dataclass(frozen=True, slots=True)
+class Stage:
+    """A broker and a redis-server with the generated log loaded into ``INPUT_TOPIC``."""
+
+    broker: TansuBroker
+    redis_server: RedisServer
+    workdir: Path
+    """Where each run keeps its processes' logs."""
+    records: list[tuple[bytes | None, bytes]]
+    sent: int
+    """Events in the topic."""
+
+
+@contextmanager
+def staged_log(events: int, users: int, *, seed: int = 1) -> Iterator[Stage]:
+    """Generate the log, start a broker and a redis-server, and load the log into the topic."""
+    from segstream.tools.generate import generate  # noqa: PLC0415
+    from segstream.tools.replay import Record, read_jsonl  # noqa: PLC0415
+
+    log = generate(users, events, seed=seed)
+    records = [(r.key, r.value) for r in read_jsonl(log.lines) if isinstance(r, Record)]
+    with TansuBroker() as broker, RedisServer() as redis_server, \
+            tempfile.TemporaryDirectory() as tmp:
+        broker.create_topics([INPUT_TOPIC], partitions=PARTITIONS)
+        sent = broker.produce(INPUT_TOPIC, records)
+        yield Stage(broker, redis_server, Path(tmp), records, sent)
+
+
+def run_scenario(stage: Stage, scenario: str, tag: str, *, env: dict[str, str] | None = None,
+                 timeout_s: float = 3600.0) -> tuple[float, dict[str, float], int]:
+    """Run ``scenario`` once to the end of the log, with its own output topics and Redis prefix.
+
+    ``env`` is added to the workers' environment. Returns the wall seconds, the
+    CPU seconds its workers, the broker and Redis used, and its process count.
+    """
+    stage.broker.create_topics([f"out-{tag}", f"dlq-{tag}", f"model-{tag}"])
+    commands = scenario_commands(scenario, stage.sent)
+    logs = stage.workdir / tag
+    logs.mkdir()
+    services = {"broker": stage.broker.proc, "redis": stage.redis_server.proc}
+    before = cpu_seconds(services)
+    seconds = run_processes(
+        commands, worker_env(stage.broker, stage.redis_server.url, tag) | (env or {}), logs,
+        timeout_s=timeout_s)
+    return seconds, cpu_seconds(services, before), len(commands)
+
+
 def run_bench(events: int, users: int, scenarios: Sequence[str], *, seed: int = 1,
               runs: int = 1, timeout_s: float = 3600.0, latency_seconds: float = 0.0,
               latency_loads: Sequence[float] = LOADS,
@@ -164,40 +212,25 @@ def run_bench(events: int, users: int, scenarios: Sequence[str], *, seed: int = 
     its own output topics and Redis prefix, so no run finds another's output.
     A scenario's figure is its median run.
     """
-    from segstream.tools.generate import generate  # noqa: PLC0415
-    from segstream.tools.replay import Record, read_jsonl  # noqa: PLC0415
-
-    log = generate(users, events, seed=seed)
-    records = [(r.key, r.value) for r in read_jsonl(log.lines) if isinstance(r, Record)]
-    with TansuBroker() as broker, RedisServer() as redis_server, \
-            tempfile.TemporaryDirectory() as tmp:
-        broker.create_topics([INPUT_TOPIC], partitions=PARTITIONS)
-        sent = broker.produce(INPUT_TOPIC, records)
+    with staged_log(events, users, seed=seed) as stage:
+        sent = stage.sent
         timings: dict[str, list[float]] = {name: [] for name in scenarios}
         cpu: dict[str, dict[str, float]] = {name: {} for name in scenarios}
         processes: dict[str, int] = {}
-        services = {"broker": broker.proc, "redis": redis_server.proc}
         for run in range(runs):
             for name in scenarios:
-                tag = f"{name}-{run}"
-                broker.create_topics([f"out-{tag}", f"dlq-{tag}", f"model-{tag}"])
-                commands = scenario_commands(name, sent)
-                logs = Path(tmp) / tag
-                logs.mkdir()
-                before = cpu_seconds(services)
-                timings[name].append(run_processes(
-                    commands, worker_env(broker, redis_server.url, tag), logs,
-                    timeout_s=timeout_s))
-                for part, used in cpu_seconds(services, before).items():
-                    cpu[name][part] = cpu[name].get(part, 0.0) + used / runs
-                processes[name] = len(commands)
+                seconds, used, processes[name] = run_scenario(stage, name, f"{name}-{run}",
+                                                              timeout_s=timeout_s)
+                timings[name].append(seconds)
+                for part, spent in used.items():
+                    cpu[name][part] = cpu[name].get(part, 0.0) + spent / runs
         results = [Result(name, processes[name], sent, statistics.median(timings[name]),
                           tuple(timings[name]), {k: round(v, 1) for k, v in cpu[name].items()})
                    for name in scenarios]
         full = next((r.rate for r in results if r.scenario == "full"), None)
         latency = [] if not latency_seconds or full is None else measure_latency(
-            broker, redis_server, records, [full * load for load in latency_loads],
-            latency_seconds, Path(tmp))
+            stage.broker, stage.redis_server, stage.records,
+            [full * load for load in latency_loads], latency_seconds, stage.workdir)
     setting = {
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
         "broker": "Tansu (local, memory storage)",

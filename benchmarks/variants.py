@@ -17,20 +17,9 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import tempfile
 from collections.abc import Sequence
-from pathlib import Path
 
-from benchmarks.bench import (
-    INPUT_TOPIC,
-    PARTITIONS,
-    SCENARIOS,
-    cpu_seconds,
-    run_processes,
-    scenario_commands,
-    worker_env,
-)
-from segstream.services import RedisServer, TansuBroker
+from benchmarks.bench import SCENARIOS, run_scenario, staged_log
 
 
 def parse_variant(text: str) -> dict[str, str]:
@@ -53,31 +42,16 @@ def run_variants(variants: Sequence[str], *, events: int, users: int, rounds: in
                  scenario: str = "full", seed: int = 1, timeout_s: float = 3600.0,
                  ) -> list[tuple[str, int, float, float]]:
     """Run ``scenario`` once per variant per round; return ``(variant, events, seconds, cpu)``."""
-    from segstream.tools.generate import generate  # noqa: PLC0415
-    from segstream.tools.replay import Record, read_jsonl  # noqa: PLC0415
-
     settings = [parse_variant(v) for v in variants]
-    log = generate(users, events, seed=seed)
-    records = [(r.key, r.value) for r in read_jsonl(log.lines) if isinstance(r, Record)]
     runs = []
-    with TansuBroker() as broker, RedisServer() as redis_server, \
-            tempfile.TemporaryDirectory() as tmp:
-        broker.create_topics([INPUT_TOPIC], partitions=PARTITIONS)
-        sent = broker.produce(INPUT_TOPIC, records)
+    with staged_log(events, users, seed=seed) as stage:
         for round_ in range(rounds):
             for index, (variant, setting) in enumerate(zip(variants, settings, strict=True)):
-                tag = f"v{index}-{round_}"
-                broker.create_topics([f"out-{tag}", f"dlq-{tag}", f"model-{tag}"])
-                logs = Path(tmp) / tag
-                logs.mkdir()
-                env = worker_env(broker, redis_server.url, tag) | setting
-                before = cpu_seconds({})
-                seconds = run_processes(scenario_commands(scenario, sent), env, logs,
-                                        timeout_s=timeout_s)
-                used = cpu_seconds({}, before)["workers"]
-                runs.append((variant, sent, seconds, used))
-                print(f"{variant:<40} round {round_ + 1}: {sent / seconds:>8,.0f} events/s, "
-                      f"worker CPU {used:.1f} s", flush=True)
+                seconds, used, _processes = run_scenario(
+                    stage, scenario, f"v{index}-{round_}", env=setting, timeout_s=timeout_s)
+                runs.append((variant, stage.sent, seconds, used["workers"]))
+                print(f"{variant:<40} round {round_ + 1}: {stage.sent / seconds:>8,.0f} events/s, "
+                      f"worker CPU {used['workers']:.1f} s", flush=True)
     return runs
 
 

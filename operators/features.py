@@ -147,7 +147,9 @@ def stamp_event(event: Event, watermark: float, clock: str,
     ``watermark``: its partition's watermark just before it; ``clock``: the
     partition; ``config``: the features' settings (default ones if ``None``).
     """
-    return Stamped(event.key, fact_of(event, config or _default_features()), watermark, clock)
+    if config is None:
+        config = _default_features()
+    return Stamped(event.key, fact_of(event, config), watermark, clock)
 
 
 @cache

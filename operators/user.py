@@ -278,10 +278,10 @@ def _next_timer(state: UserState, config: UserConfig, view: Profile | None = Non
     """
     if view is None:
         view = _view(state, config)
-    settled = _settled_due(state, config)
-    # Without pending events the view is the settled profile: its deadline is in `settled`.
-    candidates = [due for due in (settled, None if view is state.settled else _due(view, config))
-                  if due]
+    dues = [_settled_due(state, config)]
+    if view is not state.settled:  # without pending events, the settled deadline is the view's
+        dues.append(_due(view, config))
+    candidates = [due for due in dues if due]
     if state.pending:
         candidates.append((state.pending[-1].ts, "settle"))
     return (min(candidates)[0], state.clock) if candidates else None
