@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 import statistics
 import time
+from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -64,6 +65,13 @@ def doc(user: str, name: str, second: int, revenue: float = 0.0) -> bytes:
                          "properties": {"revenue": revenue}})
 
 
+def wait_for_profiles(store: RedisStore, events: Counter[str], deadline: float) -> None:
+    """Wait until every user's Redis profile has taken ``events[user]`` events."""
+    while any(store.profile(u).get("events_total") != str(n) for u, n in events.items()):
+        assert time.monotonic() < deadline, "not every profile reached Redis"
+        time.sleep(0.1)
+
+
 def test_custom_segments_file_and_statistics_across_two_processes(
     kafka_broker: TansuBroker, redis_server: RedisServer, topic_factory: Callable[..., str],
     redis_prefix: str, tmp_path: Path,
@@ -111,6 +119,10 @@ def test_custom_segments_file_and_statistics_across_two_processes(
             assert all(w.poll() is None for w in workers), "a worker exited"
             time.sleep(0.1)
         store = RedisStore.from_url(redis_server.url, redis_prefix)
+        # `processed` counts events as they are parsed: their profiles reach
+        # Redis a batch later, after the exchange between the processes.
+        sent_to = Counter(user for _s, user, _d in log)
+        wait_for_profiles(store, sent_to, deadline)
         revenues = [float(store.profile(u)["revenue_total"]) for u in users]
         buyers = [r for r in revenues if r > 0]
         # Every process sees every buyer, its own live and the other's through Redis.
@@ -132,6 +144,7 @@ def test_custom_segments_file_and_statistics_across_two_processes(
         while sum(processed(scrape(port + i)) for i in range(2)) < sent:
             assert time.monotonic() < deadline, "the workers did not take every event"
             time.sleep(0.1)
+        wait_for_profiles(store, sent_to + Counter(users), deadline)
         profiles = {u: store.profile(u) for u in users}
         expected = batch_rfm(profiles)
         assert {u: p["rfm"] for u, p in profiles.items()} == expected
