@@ -8,21 +8,24 @@ each message's send time kept by its ``messageId``. Two observers run meanwhile:
   ``messageId``) is *visible in Kafka* when this consumer receives it;
 - a Redis keyspace-notification subscriber on the profile hashes: when a
   user's profile is written, the events it now counts (``events_total``) that
-  were not yet seen are *visible in Redis* at that moment.
+  were not yet seen are *visible in Redis* when that count is read back.
 
 Latency is receive time minus send time, in ms, per change (Kafka) and per
-event (Redis). Both observers run in this process, on the same clock as the
-producer. Figures on Tansu are largely Tansu's fetch and produce path.
+event (Redis). Each observer runs in a process of its own (the producer keeps
+this one), all on the machine's clock; messages are parsed for their ids
+before the paced sending starts. Figures on Tansu are largely Tansu's fetch
+and produce path.
 """
 
 from __future__ import annotations
 
 import math
-import threading
+import multiprocessing
 import time
-from collections import defaultdict, deque
+from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import orjson
 from confluent_kafka import OFFSET_END, Consumer, Producer, TopicPartition
@@ -69,27 +72,20 @@ class LatencyRun:
     kafka: Percentiles
     redis: Percentiles
     kafka_samples: tuple[tuple[float, float], ...] = ()
-    """``(seconds since the first send, latency in s)`` per change, in arrival order."""
+    """``(send time in seconds since the first send, latency in s)`` per change, by send time."""
     redis_samples: tuple[tuple[float, float], ...] = ()
     """The same per event visible in Redis."""
 
 
-class _Sent:
-    """Send times by message id, and per user in send order (for Redis attribution)."""
-
-    def __init__(self) -> None:
-        self.by_id: dict[str, float] = {}
-        self.by_user: dict[str, deque[float]] = defaultdict(deque)
-        self.seen: dict[str, int] = defaultdict(int)
-        self.lock = threading.Lock()
-
-
-def _kafka_observer(bootstrap: str, topic: str, sent: _Sent, out: list[tuple[float, float]],
-                    stop: threading.Event) -> None:
+def _kafka_observer(bootstrap: str, topic: str, ready: Any, stop: Any, out: Any) -> None:
+    """Record ``(cause, receive time)`` of every change on ``topic`` until ``stop``; put them on ``out``."""
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "latency",
                          "enable.auto.commit": False, **CONSUMER_TUNING})
     metadata = consumer.list_topics(timeout=10).topics[topic]
     consumer.assign([TopicPartition(topic, p, OFFSET_END) for p in metadata.partitions])
+    consumer.consume(num_messages=1, timeout=0.5)  # resolves the end offsets before any send
+    ready.put("kafka")
+    receipts: list[tuple[str, float]] = []
     try:
         while not stop.is_set():
             for message in consumer.consume(num_messages=1000, timeout=0.05):
@@ -97,43 +93,77 @@ def _kafka_observer(bootstrap: str, topic: str, sent: _Sent, out: list[tuple[flo
                 if message.error() or message.value() is None:
                     continue
                 cause = orjson.loads(message.value()).get("cause")
-                at = sent.by_id.get(cause)
-                if at is not None:
-                    out.append((at, now - at))
+                if isinstance(cause, str):
+                    receipts.append((cause, now))
     finally:
         consumer.close()
+        out.put(("kafka", receipts))
 
 
-def _redis_observer(redis_url: str, prefix: str, sent: _Sent, out: list[tuple[float, float]],
-                    stop: threading.Event) -> None:
+def _redis_observer(redis_url: str, prefix: str, ready: Any, stop: Any, out: Any) -> None:
+    """Record ``(user, events_total, time)`` whenever a profile hash is written; put them on ``out``.
+
+    Notifications that queued up meanwhile are read together and their counts
+    fetched in one pipeline; the time is taken when that reply arrives, so a
+    count is never stamped before it could be read (latency is not understated).
+    """
     client = Redis.from_url(redis_url)
     client.config_set("notify-keyspace-events", "Kh")
     pubsub = client.pubsub(ignore_subscribe_messages=True)
     layout = RedisLayout(prefix)
     pubsub.psubscribe(f"__keyspace@*__:{layout.user_pattern()}")
-    marker = layout.user("").encode()
+    pubsub.get_message(timeout=0.5)  # the subscription confirmation
+    ready.put("redis")
+    marker = len(layout.user("").encode())
+    receipts: list[tuple[str, int, float]] = []
     try:
         while not stop.is_set():
             message = pubsub.get_message(timeout=0.05)
-            if message is None:
+            keys: dict[bytes, None] = {}
+            while message is not None:
+                keys[message["channel"].split(b":", 1)[1]] = None
+                message = pubsub.get_message(timeout=0.0)
+            if not keys:
                 continue
+            pipe = client.pipeline(transaction=False)
+            for key in keys:
+                pipe.hget(key, "events_total")
+            counts = pipe.execute()
             now = time.time()
-            key = message["channel"].split(b":", 1)[1]
-            user = key[len(marker):].decode()
-            counted = client.hget(key, "events_total")
-            if counted is None:
-                continue
-            with sent.lock:
-                queue = sent.by_user.get(user)
-                fresh = int(counted) - sent.seen[user]
-                while queue and fresh > 0:
-                    at = queue.popleft()
-                    out.append((at, now - at))
-                    fresh -= 1
-                    sent.seen[user] += 1
+            receipts.extend((key[marker:].decode(), int(counted), now)
+                            for key, counted in zip(keys, counts, strict=True)
+                            if counted is not None)
     finally:
         pubsub.close()
         client.close()
+        out.put(("redis", receipts))
+
+
+def redis_latencies(receipts: Sequence[tuple[str, int, float]], sends: dict[str, list[float]],
+                     seen: dict[str, int]) -> list[tuple[float, float]]:
+    """Attribute each rise of a user's ``events_total`` to their sends, in send order.
+
+    ``seen``: what each user's profile already counted before the run.
+    Returns ``(send time, latency)`` per event.
+
+    >>> redis_latencies([("u1", 2, 10.5), ("u1", 3, 11.0)], {"u1": [10.0, 10.25]}, {"u1": 1})
+    [(10.0, 0.5), (10.25, 0.75)]
+    """
+    out = []
+    counted = dict(seen)
+    next_send = dict.fromkeys(sends, 0)
+    for user, total, at in receipts:
+        queue = sends.get(user)
+        if queue is None:
+            continue
+        fresh = total - counted.get(user, 0)
+        while fresh > 0 and next_send[user] < len(queue):
+            sent_at = queue[next_send[user]]
+            out.append((sent_at, at - sent_at))
+            next_send[user] += 1
+            counted[user] = counted.get(user, 0) + 1
+            fresh -= 1
+    return out
 
 
 def paced_run(bootstrap: str, input_topic: str, output_topic: str, redis_url: str, prefix: str,
@@ -142,51 +172,60 @@ def paced_run(bootstrap: str, input_topic: str, output_topic: str, redis_url: st
     """Produce ``records`` at ``rate`` for ``seconds`` while both observers measure.
 
     The worker must already be tailing ``input_topic`` and be warmed up; each
-    user's events already counted in Redis are taken as seen.
+    user's events already counted in Redis are taken as seen. The observers run
+    in processes of their own: sharing this one's interpreter lock with the
+    producer, they fell behind at a few thousand events/s and their own queue
+    showed up as latency (and the producer missed its rate).
     """
-    sent = _Sent()
     count = min(len(records), int(rate * seconds))
-    users = sorted({key.decode() for key, _value in records[:count]})
+    paced = records[:count]
+    parser = EventParser()
+    ids: list[tuple[str, str] | None] = []  # (message id, user) per record, before the clock starts
+    for key, value in paced:
+        event = parser.parse(value, key=key)
+        ids.append((event.message_id, event.key) if isinstance(event, Event) else None)
+    users = sorted({found[1] for found in ids if found is not None})
     with Redis.from_url(redis_url) as client:
         pipe = client.pipeline(transaction=False)
         for user in users:
             pipe.hget(RedisLayout(prefix).user(user), "events_total")
-        for user, counted in zip(users, pipe.execute(), strict=True):
-            sent.seen[user] = int(counted or 0)
-    kafka_latency: list[tuple[float, float]] = []
-    redis_latency: list[tuple[float, float]] = []
-    stop = threading.Event()
+        seen = {user: int(counted or 0) for user, counted in zip(users, pipe.execute(), strict=True)}
+    context = multiprocessing.get_context("spawn")
+    ready, results, stop = context.Queue(), context.Queue(), context.Event()
     observers = [
-        threading.Thread(target=_kafka_observer, daemon=True,
-                         args=(bootstrap, output_topic, sent, kafka_latency, stop)),
-        threading.Thread(target=_redis_observer, daemon=True,
-                         args=(redis_url, prefix, sent, redis_latency, stop)),
+        context.Process(target=_kafka_observer, daemon=True,
+                        args=(bootstrap, output_topic, ready, stop, results)),
+        context.Process(target=_redis_observer, daemon=True,
+                        args=(redis_url, prefix, ready, stop, results)),
     ]
-    for thread in observers:
-        thread.start()
-    time.sleep(1.0)  # both subscribed before the first message
+    for process in observers:
+        process.start()
+    for _ in observers:
+        ready.get(timeout=60)
     producer = Producer({"bootstrap.servers": bootstrap, **PRODUCER_TUNING})
-    parser = EventParser()
+    sent_by_id: dict[str, float] = {}
+    sent_by_user: dict[str, list[float]] = defaultdict(list)
     started = time.time()
-    for i, (key, value) in enumerate(records[:count]):
-        due = started + i / rate
-        wait = due - time.time()
+    for i, ((key, value), found) in enumerate(zip(paced, ids, strict=True)):
+        wait = started + i / rate - time.time()
         if wait > 0:
             time.sleep(wait)
-        event = parser.parse(value, key=key)
-        with sent.lock:
-            now = time.time()
-            if isinstance(event, Event):  # a dead letter never reaches the profile
-                sent.by_id[event.message_id] = now
-                sent.by_user[event.key].append(now)
+        now = time.time()
+        if found is not None:  # a dead letter never reaches the profile
+            sent_by_id[found[0]] = now
+            sent_by_user[found[1]].append(now)
         producer.produce(input_topic, value, key)
         producer.poll(0)
     producer.flush()
     achieved = count / (time.time() - started)
     time.sleep(settle_s)
     stop.set()
-    for thread in observers:
-        thread.join(5)
+    received = dict(results.get(timeout=60) for _ in observers)
+    for process in observers:
+        process.join(10)
+    kafka_latency = sorted((sent_by_id[cause], at - sent_by_id[cause])
+                           for cause, at in received["kafka"] if cause in sent_by_id)
+    redis_latency = redis_latencies(received["redis"], sent_by_user, seen)
     return LatencyRun(
         rate, achieved,
         Percentiles.of([latency for _at, latency in kafka_latency]),

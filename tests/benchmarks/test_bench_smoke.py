@@ -23,7 +23,7 @@ from benchmarks.bench import (
     write_results,
 )
 from benchmarks.charts import write_charts
-from benchmarks.latency import Percentiles
+from benchmarks.latency import Percentiles, redis_latencies
 
 pytestmark = pytest.mark.integration
 
@@ -51,6 +51,19 @@ def test_every_scenario_runs_to_the_end_of_a_tiny_log() -> None:
 def test_percentiles_are_nearest_rank_in_ms() -> None:
     p = Percentiles.of([i / 1000 for i in range(1, 101)])  # 1..100 ms
     assert (p.count, p.p50, p.p95, p.p99, p.max) == (100, 50.0, 95.0, 99.0, 100.0)
+
+
+def test_redis_latency_attributes_each_new_count_to_the_oldest_unseen_send() -> None:
+    sends = {"u1": [10.0, 10.25, 10.5], "u2": [11.0]}
+    receipts = [
+        ("u1", 5, 10.5),   # warm-up counted 4: one new event, the first send
+        ("u3", 9, 10.6),   # not paced in this run
+        ("u1", 7, 11.0),   # two more at once
+        ("u1", 7, 11.5),   # rewritten without a new event
+        ("u2", 1, 12.0),
+    ]
+    assert redis_latencies(receipts, sends, {"u1": 4}) == [
+        (10.0, 0.5), (10.25, 0.75), (10.5, 0.5), (11.0, 1.0)]
 
 
 def test_the_table_puts_each_scenario_against_the_ceiling() -> None:
