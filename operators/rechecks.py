@@ -70,53 +70,90 @@ def step(horizon: str) -> str:
     return f"{STEP}:{horizon}"
 
 
+Planner = Callable[[Mapping[str, Any], Clock], "float | None"]
+"""A compiled :func:`next_change` of one expression: ``(values, clock) -> time or None``."""
+
+
+def planner(expression: Expression, moves: Mapping[str, str]) -> Planner | None:
+    """Compile :func:`next_change` for ``expression`` (``None``: it never changes by time alone).
+
+    What depends only on the expression and ``moves`` (the names each
+    comparison reads, how they move, which case applies) is worked out here
+    once, not at every evaluation: rules are re-planned after every event.
+
+    >>> from segstream.operators.expressions import NUMBER, parse
+    >>> plan = planner(parse("age_s < 7d", {"age_s": NUMBER}), {"age_s": "linear"})
+    >>> clock = Clock(at=0.0, next_step=lambda windows: None, half_life_s=1.0, fallback_s=1.0)
+    >>> plan({"age_s": 86400.0}, clock)
+    518400.001
+    >>> planner(parse("age_s < 7d", {"age_s": NUMBER}), {}) is None
+    True
+    """
+    return _plan(expression.root, moves)
+
+
 def next_change(expression: Expression, values: Mapping[str, Any], moves: Mapping[str, str],
                 clock: Clock) -> float | None:
     """Return the earliest time after ``clock.at`` that ``expression`` may change with no event.
 
     ``None``: not by time alone. ``values``: what it was just evaluated on.
+    To evaluate one expression many times, compile it once with :func:`planner`.
     """
-    return _node(expression.root, values, moves, clock)
+    plan = planner(expression, moves)
+    return None if plan is None else plan(values, clock)
 
 
-def _node(node: Node, values: Mapping[str, Any], moves: Mapping[str, str],
-          clock: Clock) -> float | None:
+def _fallback(values: Mapping[str, Any], clock: Clock) -> float | None:
+    return clock.at + clock.fallback_s
+
+
+def _plan(node: Node, moves: Mapping[str, str]) -> Planner | None:
     kind = node.kind
     if kind == "cmp":
-        return _comparison(node, values, moves, clock)
+        return _plan_comparison(node, moves)
     if kind == "name":  # a bare bool name
-        return clock.at + clock.fallback_s if node.value in moves else None
-    best = None
-    for child in node.children:
-        due = _node(child, values, moves, clock)
-        if due is not None and (best is None or due < best):
-            best = due
-    return best
+        return _fallback if node.value in moves else None
+    plans = [plan for plan in (_plan(child, moves) for child in node.children) if plan is not None]
+    if len(plans) <= 1:
+        return plans[0] if plans else None
+
+    def earliest(values: Mapping[str, Any], clock: Clock) -> float | None:
+        best = None
+        for plan in plans:
+            due = plan(values, clock)
+            if due is not None and (best is None or due < best):
+                best = due
+        return best
+    return earliest
 
 
-def _comparison(node: Node, values: Mapping[str, Any], moves: Mapping[str, str],
-                clock: Clock) -> float | None:
+def _plan_comparison(node: Node, moves: Mapping[str, str]) -> Planner | None:
     names = _names(node)
     moving = {moves[name] for name in names if name in moves}
     if not moving:
         return None
     if all(move.startswith(STEP) for move in moving):
-        return clock.next_step(frozenset(move[len(STEP) + 1:] for move in moving))
+        horizons = frozenset(move[len(STEP) + 1:] for move in moving)
+        return lambda values, clock: clock.next_step(horizons)
     left, right = node.children
-    if len(names) == 1 and node.value in ("<", "<=", ">", ">="):
-        if left.kind == "name" and right.kind == "num":
-            name, constant = left.value, right.value
-        elif right.kind == "name" and left.kind == "num":
-            name, constant = right.value, left.value
-        else:
-            return clock.at + clock.fallback_s
+    if len(names) != 1 or node.value not in ("<", "<=", ">", ">="):
+        return _fallback
+    if left.kind == "name" and right.kind == "num":
+        name, constant = left.value, float(right.value)
+    elif right.kind == "name" and left.kind == "num":
+        name, constant = right.value, float(left.value)
+    else:
+        return _fallback
+    move = moves[name]
+
+    def crossing(values: Mapping[str, Any], clock: Clock) -> float | None:
         value = values.get(name)
         if value is None:  # no purchase yet: stays missing until an event
             return None
-        crossing = _crossing(moves[name], float(value), float(constant), clock)
+        at = _crossing(move, float(value), constant, clock)
         # Never at ``at`` itself: a timer due now would fire again and again.
-        return None if crossing is None else max(crossing, clock.at) + EPSILON
-    return clock.at + clock.fallback_s
+        return None if at is None else max(at, clock.at) + EPSILON
+    return crossing
 
 
 def _crossing(move: str, value: float, constant: float, clock: Clock) -> float | None:

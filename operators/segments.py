@@ -59,7 +59,7 @@ from segstream.operators.features import (
 )
 from segstream.operators.journey import JourneyConfig, condition, duration
 from segstream.operators.population import TIMESTAMP_BIN_S, Bins, Population
-from segstream.operators.rechecks import Clock, next_change
+from segstream.operators.rechecks import Clock, Planner, planner
 from segstream.operators.rfm import RFM_FEATURES
 from segstream.operators.windows import WindowLayout
 
@@ -119,6 +119,17 @@ class RuleSet:
     rules: tuple[Rule, ...] = ()
     recheck_s: float = DEFAULT_RECHECK_S
     moves: Mapping[str, str] = field(default_factory=dict)
+    _planners: Mapping[str, tuple[Planner, ...]] = field(init=False, repr=False, compare=False)
+    """Per time-dependent rule, its conditions' compiled re-check planners."""
+
+    def __post_init__(self) -> None:
+        planners = {
+            rule.name: tuple(plan for expression in (rule.when, rule.exit_when)
+                             if expression is not None
+                             and (plan := planner(expression, self.moves)) is not None)
+            for rule in self.rules if rule.time_dependent
+        }
+        object.__setattr__(self, "_planners", planners)
 
     def decide(
         self, members: Mapping[str, float], values: Mapping[str, Any], stats: Stats | None,
@@ -144,6 +155,15 @@ class RuleSet:
         time-dependent rule's conditions may next change (``operators/rechecks.py``).
         """
         best = None
+        steps: dict[frozenset[str], float | None] = {}
+
+        def next_step(horizons: frozenset[str]) -> float | None:
+            # Conditions of several rules (or both of one) often read the same window.
+            if horizons not in steps:
+                steps[horizons] = clock.next_step(horizons)
+            return steps[horizons]
+
+        shared = clock._replace(next_step=next_step)
         for rule in self.rules:
             since = members.get(rule.name)
             if since is None:
@@ -151,10 +171,8 @@ class RuleSet:
             candidates: list[float | None] = []
             if rule.min_time_s and since + rule.min_time_s > clock.at:
                 candidates.append(since + rule.min_time_s)
-            if rule.time_dependent:
-                for expression in (rule.when, rule.exit_when):
-                    if expression is not None:
-                        candidates.append(next_change(expression, values, self.moves, clock))
+            for plan in self._planners.get(rule.name, ()):
+                candidates.append(plan(values, shared))
             for due in candidates:
                 if due is not None and (best is None or due < best):
                     best = due

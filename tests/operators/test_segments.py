@@ -101,6 +101,22 @@ def test_time_dependent_rules_are_rechecked_when_they_may_change() -> None:
     assert rules.recheck_at({}, values, clock(100.0)) is None
 
 
+def test_a_window_read_by_several_conditions_is_looked_up_once_per_recheck() -> None:
+    rules = segments('[rules.busy]\nwhen = "sessions_7d > 3"\nexit_when = "sessions_7d < 2"\n'
+                     '[rules.viewer]\nwhen = "product_view_7d > 9"\n'
+                     '[rules.buyer]\nwhen = "purchase_30d > 0"\n').rules
+    asked: list[frozenset[str]] = []
+
+    def next_step(windows: frozenset[str]) -> float:
+        asked.append(windows)
+        return 1000.0 if windows == {"7d"} else 500.0
+
+    at = Clock(100.0, next_step, half_life_s=DAY, fallback_s=7200.0)
+    members = {"busy": 0.0, "viewer": 0.0, "buyer": 0.0}
+    assert rules.recheck_at(members, {}, at) == 500.0
+    assert sorted(asked, key=sorted) == [{"30d"}, {"7d"}]
+
+
 def test_missing_values_and_unknown_statistics_make_conditions_false() -> None:
     rules = segments('[rules.top]\nwhen = "revenue_30d > p90(revenue_30d)"\n').rules
     assert rules.decide({}, {"revenue_30d": 500.0}, None, 0.0) == []
