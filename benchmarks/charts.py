@@ -44,13 +44,21 @@ def throughput_chart(results: list[dict[str, Any]], path: Path) -> None:
 
 
 def latency_chart(runs: list[dict[str, Any]], path: Path) -> None:
-    """p50 / p95 / p99 of both paths against the achieved input rate (log scale)."""
+    """p50 / p95 / p99 of both paths against the achieved input rate (log scale).
+
+    The bare broker's p50 and p99 at the same rates, where measured, are drawn
+    in grey: the floor under both paths.
+    """
     fig, ax = plt.subplots(figsize=(7, 4))
     rates = [run["achieved"] for run in runs]
     for path_name, style in (("redis", "-"), ("kafka", "--")):
         for pct, color in (("p50", "#3b75af"), ("p95", "#e08a2c"), ("p99", "#c03d3d")):
             ax.plot(rates, [run[path_name][pct] for run in runs], style, marker="o",
                     color=color, label=f"produce -> {path_name} {pct}")
+    if all(run.get("broker") for run in runs):
+        for pct, style in (("p50", ":"), ("p99", "-.")):
+            ax.plot(rates, [run["broker"][pct] for run in runs], style, marker=".",
+                    color="#777777", label=f"bare broker {pct}")
     ax.axhline(25, color="#555555", linewidth=0.8, linestyle=":")
     ax.annotate("target: p99 -> Redis <= 25 ms at 50 %", (rates[0], 25), fontsize=8,
                 va="bottom", color="#555555")

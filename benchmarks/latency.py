@@ -65,7 +65,12 @@ class Percentiles:
 
 @dataclass(frozen=True, slots=True)
 class LatencyRun:
-    """One paced run: the rate asked for, the rate achieved, and both latencies."""
+    """One paced run: the rate asked for, the rate achieved, and both latencies.
+
+    ``broker``: the bare broker's produce -> consume latency at the same rate
+    and for as long, on a fresh topic of its own: the floor under both paths
+    (``None``: not measured).
+    """
 
     rate: float
     achieved: float
@@ -75,10 +80,17 @@ class LatencyRun:
     """``(send time in seconds since the first send, latency in s)`` per change, by send time."""
     redis_samples: tuple[tuple[float, float], ...] = ()
     """The same per event visible in Redis."""
+    broker: Percentiles | None = None
 
 
-def _kafka_observer(bootstrap: str, topic: str, ready: Any, stop: Any, out: Any) -> None:
-    """Record ``(cause, receive time)`` of every change on ``topic`` until ``stop``; put them on ``out``."""
+def _kafka_observer(bootstrap: str, topic: str, id_field: str, ready: Any, stop: Any,
+                    out: Any) -> None:
+    """Record ``(message's id_field, receive time)`` of every message on ``topic`` until ``stop``.
+
+    The list goes on ``out``. Waits for one message at a time, then takes what
+    else has arrived without waiting: a ``consume`` of many messages waits for
+    its whole count or its timeout, which would add to every latency.
+    """
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "latency",
                          "enable.auto.commit": False, **CONSUMER_TUNING})
     metadata = consumer.list_topics(timeout=10).topics[topic]
@@ -88,13 +100,16 @@ def _kafka_observer(bootstrap: str, topic: str, ready: Any, stop: Any, out: Any)
     receipts: list[tuple[str, float]] = []
     try:
         while not stop.is_set():
-            for message in consumer.consume(num_messages=1000, timeout=0.05):
+            first = consumer.poll(0.05)
+            if first is None:
+                continue
+            for message in [first, *consumer.consume(num_messages=1000, timeout=0)]:
                 now = time.time()
                 if message.error() or message.value() is None:
                     continue
-                cause = orjson.loads(message.value()).get("cause")
-                if isinstance(cause, str):
-                    receipts.append((cause, now))
+                found = orjson.loads(message.value()).get(id_field)
+                if isinstance(found, str):
+                    receipts.append((found, now))
     finally:
         consumer.close()
         out.put(("kafka", receipts))
@@ -166,16 +181,19 @@ def redis_latencies(receipts: Sequence[tuple[str, int, float]], sends: dict[str,
     return out
 
 
-def paced_run(bootstrap: str, input_topic: str, output_topic: str, redis_url: str, prefix: str,
-              records: Sequence[tuple[bytes, bytes]], *, rate: float, seconds: float,
-              settle_s: float = 3.0) -> LatencyRun:
-    """Produce ``records`` at ``rate`` for ``seconds`` while both observers measure.
+def paced_run(bootstrap: str, input_topic: str, output_topic: str, redis_url: str | None,
+              prefix: str, records: Sequence[tuple[bytes, bytes]], *, rate: float, seconds: float,
+              settle_s: float = 3.0, id_field: str = "cause") -> LatencyRun:
+    """Produce ``records`` at ``rate`` for ``seconds`` while the observers measure.
 
     The worker must already be tailing ``input_topic`` and be warmed up; each
     user's events already counted in Redis are taken as seen. The observers run
     in processes of their own: sharing this one's interpreter lock with the
     producer, they fell behind at a few thousand events/s and their own queue
     showed up as latency (and the producer missed its rate).
+
+    The bare broker's own latency: ``output_topic = input_topic``,
+    ``id_field="messageId"`` and no ``redis_url`` (no worker needed).
     """
     count = min(len(records), int(rate * seconds))
     paced = records[:count]
@@ -185,19 +203,21 @@ def paced_run(bootstrap: str, input_topic: str, output_topic: str, redis_url: st
         event = parser.parse(value, key=key)
         ids.append((event.message_id, event.key) if isinstance(event, Event) else None)
     users = sorted({found[1] for found in ids if found is not None})
-    with Redis.from_url(redis_url) as client:
-        pipe = client.pipeline(transaction=False)
-        for user in users:
-            pipe.hget(RedisLayout(prefix).user(user), "events_total")
-        seen = {user: int(counted or 0) for user, counted in zip(users, pipe.execute(), strict=True)}
+    seen: dict[str, int] = {}
+    if redis_url is not None:
+        with Redis.from_url(redis_url) as client:
+            pipe = client.pipeline(transaction=False)
+            for user in users:
+                pipe.hget(RedisLayout(prefix).user(user), "events_total")
+            seen = {user: int(counted or 0)
+                    for user, counted in zip(users, pipe.execute(), strict=True)}
     context = multiprocessing.get_context("spawn")
     ready, results, stop = context.Queue(), context.Queue(), context.Event()
-    observers = [
-        context.Process(target=_kafka_observer, daemon=True,
-                        args=(bootstrap, output_topic, ready, stop, results)),
-        context.Process(target=_redis_observer, daemon=True,
-                        args=(redis_url, prefix, ready, stop, results)),
-    ]
+    observers = [context.Process(target=_kafka_observer, daemon=True,
+                                 args=(bootstrap, output_topic, id_field, ready, stop, results))]
+    if redis_url is not None:
+        observers.append(context.Process(target=_redis_observer, daemon=True,
+                                         args=(redis_url, prefix, ready, stop, results)))
     for process in observers:
         process.start()
     for _ in observers:
@@ -223,9 +243,9 @@ def paced_run(bootstrap: str, input_topic: str, output_topic: str, redis_url: st
     received = dict(results.get(timeout=60) for _ in observers)
     for process in observers:
         process.join(10)
-    kafka_latency = sorted((sent_by_id[cause], at - sent_by_id[cause])
-                           for cause, at in received["kafka"] if cause in sent_by_id)
-    redis_latency = redis_latencies(received["redis"], sent_by_user, seen)
+    kafka_latency = sorted((sent_by_id[found], at - sent_by_id[found])
+                           for found, at in received["kafka"] if found in sent_by_id)
+    redis_latency = redis_latencies(received.get("redis", []), sent_by_user, seen)
     return LatencyRun(
         rate, achieved,
         Percentiles.of([latency for _at, latency in kafka_latency]),

@@ -88,13 +88,30 @@ class WorkerStates:
         return [(step.key, tick) for step, tick in due]
 
 
+CLOCK_WAKE_S = 0.02
+"""How often a clock partition wakes, even when no tick is due.
+
+Bytewax closes an epoch only when every input has moved on to the next one,
+and an input moves on when it is woken. A clock that slept ``timer_tick_s``
+(0.2 s) held every epoch close back: the Kafka input stalled for 0.2-0.5 s
+every ``snapshot_interval_s``, which was most of the p99 latency at 1,500
+events/s on Tansu. Waking every 20 ms to return nothing costs next to no CPU.
+"""
+
+
 class _ClockPartition(StatelessSourcePartition[None]):
-    def __init__(self, interval: timedelta) -> None:
-        self._interval = interval
-        self._next = datetime.now(UTC)
+    def __init__(self, interval: timedelta, wake: timedelta) -> None:
+        self._interval, self._wake = interval, wake
+        now = datetime.now(UTC)
+        self._due = now  # the first tick comes at once
+        self._next = now
 
     def next_batch(self) -> list[None]:
-        self._next = datetime.now(UTC) + self._interval
+        now = datetime.now(UTC)
+        self._next = now + self._wake
+        if now < self._due:
+            return []
+        self._due = now + self._interval
         return [None]
 
     def next_awake(self) -> datetime:
@@ -102,11 +119,16 @@ class _ClockPartition(StatelessSourcePartition[None]):
 
 
 class ClockSource(DynamicSource[None]):
-    """Emits one ``None`` per worker every ``interval_s`` seconds, forever."""
+    """Emits one ``None`` per worker every ``interval_s`` seconds, forever.
+
+    It wakes at least every :data:`CLOCK_WAKE_S` (emitting nothing in between)
+    so that it never holds an epoch close back.
+    """
 
     def __init__(self, interval_s: float) -> None:
         self._interval = timedelta(seconds=interval_s)
+        self._wake = timedelta(seconds=min(interval_s, CLOCK_WAKE_S))
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _ClockPartition:
         """Create this worker's clock."""
-        return _ClockPartition(self._interval)
+        return _ClockPartition(self._interval, self._wake)

@@ -42,10 +42,13 @@ def test_every_scenario_runs_to_the_end_of_a_tiny_log() -> None:
     assert [run.rate for run in latency] == pytest.approx([0.05 * full, 0.1 * full])
     for run in latency:
         assert run.kafka.count > 0 and run.redis.count > 0
+        # The bare broker at the same rate: every paced event arrives once.
+        assert run.broker is not None and 0 < run.broker.count <= int(run.rate * 1.0)
+        assert 0 < run.broker.p50 <= run.broker.max
         assert 0 < run.redis.p50 <= run.redis.p99 <= run.redis.max < 30_000
         # Every paced event is counted once in Redis (some may still be in flight at the end).
         assert run.redis.count <= int(run.rate * 1.0)
-    assert len(latency_table(latency).splitlines()) == 1 + 2 * len(latency)
+    assert len(latency_table(latency).splitlines()) == 1 + 3 * len(latency)
 
 
 def test_percentiles_are_nearest_rank_in_ms() -> None:
@@ -125,6 +128,12 @@ def test_the_latency_chart_draws_every_load(tmp_path: Path) -> None:
            "redis": {"count": 5, "p50": 10.0, "p95": 20.0, "p99": 30.0, "max": 40.0}}
     [png] = write_charts({"latency": [run, {**run, "achieved": 199.0}]}, tmp_path)
     assert png.name == "latency.png" and png.stat().st_size > 10_000
+    # With the bare broker's floor measured at each rate, it is drawn too.
+    floor = {"count": 5, "p50": 5.0, "p95": 8.0, "p99": 9.0, "max": 12.0}
+    [with_floor] = write_charts({"latency": [{**run, "broker": floor},
+                                             {**run, "achieved": 199.0, "broker": floor}]},
+                                tmp_path / "floor")
+    assert with_floor.read_bytes() != png.read_bytes()
 
 
 def test_cpu_seconds_count_the_services_and_the_waited_for_workers() -> None:
