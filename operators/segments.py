@@ -163,7 +163,7 @@ class RuleSet:
                 steps[horizons] = clock.next_step(horizons)
             return steps[horizons]
 
-        shared = clock._replace(next_step=next_step)
+        shared: Clock | None = None
         for rule in self.rules:
             since = members.get(rule.name)
             if since is None:
@@ -171,8 +171,11 @@ class RuleSet:
             candidates: list[float | None] = []
             if rule.min_time_s and since + rule.min_time_s > clock.at:
                 candidates.append(since + rule.min_time_s)
-            for plan in self._planners.get(rule.name, ()):
-                candidates.append(plan(values, shared))
+            planners = self._planners.get(rule.name)
+            if planners:
+                if shared is None:
+                    shared = clock._replace(next_step=next_step)
+                candidates.extend(plan(values, shared) for plan in planners)
             for due in candidates:
                 if due is not None and (best is None or due < best):
                     best = due
