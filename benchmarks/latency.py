@@ -10,6 +10,10 @@ each message's send time kept by its ``messageId``. Two observers run meanwhile:
   user's profile is written, the events it now counts (``events_total``) that
   were not yet seen are *visible in Redis* when that count is read back.
 
+Run with ``output_topic = input_topic`` and no Redis, the same pacing and
+observer measure the bare broker's produce -> consume latency: ``make bench``
+does so at each rate, as the floor under both paths.
+
 Latency is receive time minus send time, in ms, per change (Kafka) and per
 event (Redis). Each observer runs in a process of its own (the producer keeps
 this one), all on the machine's clock; messages are parsed for their ids
