@@ -58,6 +58,7 @@ from benchmarks.charts import write_charts
 from benchmarks.latency import WARMUP_RECORDS, LatencyRun, paced_run
 from benchmarks.resume import measure_resume
 from benchmarks.resume import report as resume_report
+from segstream.config import Config
 from segstream.services import RedisServer, TansuBroker, clean_env, free_port
 from segstream.tools.demo import processed, scrape
 
@@ -69,6 +70,9 @@ LOADS = (0.25, 0.50, 0.90)
 """Latency is measured at these shares of the ``full`` scenario's throughput."""
 INPUT_TOPIC = "clicks"
 PARTITIONS = 2
+RECOVERABLE = ("full", "full_2p")
+"""Scenarios that are ``segstream run`` (``--recovery`` gives them Bytewax recovery)."""
+DEFAULTS = Config()
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,13 +208,15 @@ def run_scenario(stage: Stage, scenario: str, tag: str, *, env: dict[str, str] |
 
 def run_bench(events: int, users: int, scenarios: Sequence[str], *, seed: int = 1,
               runs: int = 1, timeout_s: float = 3600.0, latency_seconds: float = 0.0,
-              latency_loads: Sequence[float] = LOADS,
+              latency_loads: Sequence[float] = LOADS, recovery: bool = False,
               ) -> tuple[list[Result], list[LatencyRun], dict[str, str]]:
     """Load the log once, run every scenario on it ``runs`` times, then the latency runs.
 
     Runs go round the scenarios (all of them once, then again), each run with
     its own output topics and Redis prefix, so no run finds another's output.
-    A scenario's figure is its median run.
+    A scenario's figure is its median run. ``recovery``: the segstream runs
+    (``full``, ``full_2p``, latency) keep Bytewax recovery as ``segstream run``
+    does by default, each in a fresh directory; otherwise it is off.
     """
     with staged_log(events, users, seed=seed) as stage:
         sent = stage.sent
@@ -219,8 +225,13 @@ def run_bench(events: int, users: int, scenarios: Sequence[str], *, seed: int = 
         processes: dict[str, int] = {}
         for run in range(runs):
             for name in scenarios:
-                seconds, used, processes[name] = run_scenario(stage, name, f"{name}-{run}",
+                tag = f"{name}-{run}"
+                env = recovery_env(stage.workdir, tag) if recovery and name in RECOVERABLE else None
+                seconds, used, processes[name] = run_scenario(stage, name, tag, env=env,
                                                               timeout_s=timeout_s)
+                store = Path(env["SEGSTREAM_RECOVERY_DIR"]) if env else None
+                if store is not None and not (store.is_dir() and any(store.iterdir())):
+                    raise RuntimeError(f"{tag}: recovery was asked for, but the run wrote none")
                 timings[name].append(seconds)
                 for part, spent in used.items():
                     cpu[name][part] = cpu[name].get(part, 0.0) + spent / runs
@@ -230,18 +241,26 @@ def run_bench(events: int, users: int, scenarios: Sequence[str], *, seed: int = 
         full = next((r.rate for r in results if r.scenario == "full"), None)
         latency = [] if not latency_seconds or full is None else measure_latency(
             stage.broker, stage.redis_server, stage.records,
-            [full * load for load in latency_loads], latency_seconds, stage.workdir)
+            [full * load for load in latency_loads], latency_seconds, stage.workdir,
+            recovery=recovery)
     setting = {
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
         "broker": "Tansu (local, memory storage)",
         "log": f"{sent} events, {users} users, {PARTITIONS} partitions",
+        "recovery": (f"on for segstream ({DEFAULTS.recovery_partitions} files, a snapshot "
+                     f"every {DEFAULTS.snapshot_interval_s:g} s)" if recovery else "off"),
     }
     return results, latency, setting
 
 
+def recovery_env(workdir: Path, tag: str) -> dict[str, str]:
+    """Environment giving one run Bytewax recovery in a directory of its own (default settings)."""
+    return {"SEGSTREAM_RECOVERY_DIR": str(workdir / f"recovery-{tag}")}
+
+
 def measure_latency(broker: TansuBroker, redis_server: RedisServer,
                     records: Sequence[tuple[bytes, bytes]], rates: Sequence[float],
-                    seconds: float, tmp: Path) -> list[LatencyRun]:
+                    seconds: float, tmp: Path, *, recovery: bool = False) -> list[LatencyRun]:
     """Measure the bare broker and a tailing worker at each rate.
 
     Each rate gets fresh topics: the worker tails one input topic per rate
@@ -260,6 +279,8 @@ def measure_latency(broker: TansuBroker, redis_server: RedisServer,
     port = free_port()
     env = worker_env(broker, redis_server.url, name) | {
         "SEGSTREAM_INPUT_TOPICS": ",".join(inputs), "SEGSTREAM_METRICS_PORT": str(port)}
+    if recovery:
+        env |= recovery_env(tmp, name)
     log = open(tmp / "latency.log", "wb")  # noqa: SIM115 - closed below
     worker = subprocess.Popen([sys.executable, "-m", "segstream.cli", "run"], env=env,
                               stdout=log, stderr=subprocess.STDOUT)
@@ -397,6 +418,9 @@ def main(argv: Sequence[str] | None = None) -> None:
                     help="state sizes for benchmarks/state_memory.py (none: skip)")
     ap.add_argument("--resume-users", type=int, default=1_000_000,
                     help="users in state for the resume after SIGKILL (0: skip)")
+    ap.add_argument("--recovery", action="store_true",
+                    help="give the segstream runs Bytewax recovery, as `segstream run` has by "
+                         "default (off otherwise: no snapshots, no epoch commits)")
     ap.add_argument("--json", type=Path, help="write the results here as JSON")
     ap.add_argument("--charts", type=Path, default=Path(__file__).resolve().parent / "charts",
                     help="directory for the PNG charts (default benchmarks/charts)")
@@ -412,7 +436,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         ap.error("--runs: at least 1")
     measured = commit()  # before this run writes its JSON and charts into the checkout
     results, latency, setting = run_bench(args.events, args.users, scenarios, runs=args.runs,
-                                          latency_seconds=args.latency_seconds)
+                                          latency_seconds=args.latency_seconds,
+                                          recovery=args.recovery)
     setting["runs"] = f"median of {args.runs}"
     printed: list[str] = []
 

@@ -51,6 +51,17 @@ def test_every_scenario_runs_to_the_end_of_a_tiny_log() -> None:
     assert len(latency_table(latency).splitlines()) == 1 + 3 * len(latency)
 
 
+def test_recovery_gives_each_segstream_run_a_store_of_its_own() -> None:
+    # run_bench checks that each run wrote its recovery store, and raises if not.
+    results, _latency, setting = run_bench(4000, 400, ["ceiling", "full"], timeout_s=120,
+                                           recovery=True)
+    assert setting["recovery"].startswith("on for segstream (16 files")
+    assert [r.scenario for r in results] == ["ceiling", "full"]
+    assert all(r.events > 1000 and r.rate > 0 for r in results)
+    _results, _latency, setting = run_bench(2000, 200, ["ceiling"], timeout_s=120)
+    assert setting["recovery"] == "off"
+
+
 def test_percentiles_are_nearest_rank_in_ms() -> None:
     p = Percentiles.of([i / 1000 for i in range(1, 101)])  # 1..100 ms
     assert (p.count, p.p50, p.p95, p.p99, p.max) == (100, 50.0, 95.0, 99.0, 100.0)
