@@ -35,12 +35,16 @@ def test_synthetic_users_are_distinct_and_in_time_order() -> None:
 
 
 def test_flow_and_baseline_rss_on_a_few_users() -> None:
+    # 2,000 users hold about a megabyte: RSS may end a little below where it
+    # started (freed start-up memory), so only plausibility is checked here.
     flow = flow_rss(USERS)
     assert flow["events"] == 3 * USERS
-    assert flow["rss_end_mib"] >= flow["rss_start_mib"] > 0
+    assert flow["rss_start_mib"] > 0 and flow["rss_end_mib"] > 0
+    assert flow["rss_end_mib"] - flow["rss_start_mib"] < 100
     assert flow["rss_samples"] > 0 and flow["events_per_s"] > 0
     base = baseline_rss(USERS)
-    assert base["rss_end_mib"] >= base["rss_start_mib"] > 0
+    assert base["rss_start_mib"] > 0 and base["rss_end_mib"] > 0
+    assert base["rss_end_mib"] - base["rss_start_mib"] < 100
 
 
 def test_python_side_adds_up() -> None:

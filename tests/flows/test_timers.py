@@ -66,7 +66,7 @@ class _PolledSource(DynamicSource[int]):
 def test_a_slow_clock_never_stalls_the_other_input_at_an_epoch_close() -> None:
     """Bytewax holds an input at an epoch close until every input reached it."""
     polls: list[float] = []
-    end = time.monotonic() + 1.5
+    end = time.monotonic() + 2.0
 
     def stop_after_the_events(tick: None) -> int:
         if time.monotonic() > end + 0.2:  # the clock never ends by itself
@@ -74,8 +74,8 @@ def test_a_slow_clock_never_stalls_the_other_input_at_an_epoch_close() -> None:
         return 0
 
     flow = Dataflow("clock_and_events")
-    events = op.input("events", flow, _PolledSource(polls, 1.5))
-    ticks = op.map("stop", op.input("clock", flow, ClockSource(0.5)), stop_after_the_events)
+    events = op.input("events", flow, _PolledSource(polls, 2.0))
+    ticks = op.map("stop", op.input("clock", flow, ClockSource(1.0)), stop_after_the_events)
     op.output("out", op.merge("both", events, ticks), TestingSink([]))
     with pytest.raises(RuntimeError) as stopped:
         run_main(flow, epoch_interval=timedelta(seconds=0.1))
@@ -86,5 +86,6 @@ def test_a_slow_clock_never_stalls_the_other_input_at_an_epoch_close() -> None:
         error = error.__cause__
     assert "stop the clock" in causes
     gaps = [b - a for a, b in itertools.pairwise(polls)]
+    # Polled about every 2 ms; held at each close for up to the clock's 1 s before the fix.
     assert len(gaps) > 100
-    assert max(gaps) < 0.15, f"the events input waited {max(gaps):.3f} s for the clock"
+    assert max(gaps) < 0.4, f"the events input waited {max(gaps):.3f} s for the clock"
