@@ -61,8 +61,11 @@ SINGLE_VALUED_FIELDS = {"journey": "journey", "cluster": "cluster", "churn": "ch
 # ARGV[last] = user id. Leaving the held value's set names a key not in KEYS,
 # which standalone Redis allows (not Redis Cluster). One JSON argument instead of a hundred field/value
 # arguments: packing arguments is most of a client's cost per user.
+# SINGLE_FIELDS, SINGLE_KINDS and SINGLE_FIELD_NAMES are filled in from
+# SINGLE_VALUED_FIELDS below: when a profile is written, each single-valued
+# kind's membership moves to the value the profile holds.
 _APPLY_UPDATE = """
-local stored = redis.call('HMGET', KEYS[1], 'version', 'events_total')
+local stored = redis.call('HMGET', KEYS[1], 'version', 'events_total', SINGLE_FIELDS)
 local cur_v = tonumber(stored[1]) or -1
 local cur_n = tonumber(stored[2]) or -1
 local v = tonumber(ARGV[1])
@@ -95,14 +98,37 @@ for k = 2, #KEYS do
 end
 if ARGV[3] == 'e' then
   if v >= cur_v then
+    -- Also leave the sets of the values the profile holds, should they differ
+    -- from what the eviction's changes name (a replay that decided otherwise).
+    for i, kind in ipairs(SINGLE_KINDS) do
+      local held = stored[2 + i]
+      if held and held ~= '' then
+        redis.call('SREM', members .. kind .. ':' .. held, user)
+      end
+    end
     redis.call('DEL', KEYS[1])
     return 1
   end
   return 0
 end
 if v > cur_v or (v == cur_v and n > cur_n) then
+  local fields = cjson.decode(ARGV[4])
+  -- A single-valued kind's set follows the value this profile holds. A replay
+  -- after a crash may decide another value (a model output) at a version Redis
+  -- already has, so its op is skipped, but a newer profile carries the value.
+  for i, kind in ipairs(SINGLE_KINDS) do
+    local new, held = fields[SINGLE_FIELD_NAMES[i]], stored[2 + i]
+    if new ~= nil and new ~= held then
+      if held and held ~= '' then
+        redis.call('SREM', members .. kind .. ':' .. held, user)
+      end
+      if new ~= '' then
+        redis.call('SADD', members .. kind .. ':' .. new, user)
+      end
+    end
+  end
   local flat = {}
-  for name, value in pairs(cjson.decode(ARGV[4])) do
+  for name, value in pairs(fields) do
     flat[#flat + 1] = name
     flat[#flat + 1] = value
   end
@@ -117,6 +143,12 @@ if v > cur_v or (v == cur_v and n > cur_n) then
 end
 return 0
 """
+_SINGLE = sorted(SINGLE_VALUED_FIELDS.items())
+_APPLY_UPDATE = (
+    "local SINGLE_KINDS = {" + ", ".join(f"'{kind}'" for kind, _ in _SINGLE) + "}\n"
+    + "local SINGLE_FIELD_NAMES = {" + ", ".join(f"'{f}'" for _, f in _SINGLE) + "}\n"
+    + _APPLY_UPDATE.replace("SINGLE_FIELDS", ", ".join(f"'{f}'" for _, f in _SINGLE))
+)
 
 
 @dataclass(frozen=True, slots=True)

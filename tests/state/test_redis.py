@@ -31,7 +31,12 @@ def enter(version: int, phase: str, previous: str | None) -> Change:
                   None if previous is None else f"journey:{previous}", 0.0, version, f"m{version}")
 
 
-def update(version: int, events: int, changes: list[Change], journey: str = "x") -> UserUpdate:
+def update(version: int, events: int, changes: list[Change], journey: str | None = None
+           ) -> UserUpdate:
+    """An update whose profile holds ``journey`` (default: the phase its changes enter last)."""
+    if journey is None:
+        entered = [c.segment for c in changes if c.kind == "journey" and c.change == "enter"]
+        journey = entered[-1].partition(":")[2] if entered else ""
     return UserUpdate("u1", version, events, orjson.dumps(
         {"version": str(version), "events_total": str(events), "journey": journey}), tuple(changes))
 
@@ -40,7 +45,7 @@ def test_key_layout(store: RedisStore, redis_server: RedisServer, redis_prefix: 
     """Profiles live at {prefix}user:{id}, members at {prefix}members:{segment}."""
     store.apply([update(1, 1, [enter(1, "awareness", None)])])
     raw = redis.Redis.from_url(redis_server.url, decode_responses=True)
-    assert raw.hgetall(f"{redis_prefix}user:u1")["journey"] == "x"
+    assert raw.hgetall(f"{redis_prefix}user:u1")["journey"] == "awareness"
     assert raw.smembers(f"{redis_prefix}members:journey:awareness") == {"u1"}
     assert store.layout == RedisLayout(redis_prefix)
 
@@ -198,6 +203,38 @@ def test_a_replay_that_decides_another_cluster_leaves_no_stale_membership(
     store.apply([to(12, "1", "3")])
     assert {seg: m for seg, m in store.segments().items() if m} == {"cluster:1": {"u1"}}
     assert store.profile("u1")["cluster"] == "1"
+
+
+def test_a_newer_profile_carries_a_replayed_cluster_its_skipped_change_did_not(
+    store: RedisStore,
+) -> None:
+    """The membership of a single-valued kind follows the profile Redis holds.
+
+    Before the crash version 10 put the user in cluster:2. The replay decides
+    cluster:3 at version 10 (skipped: Redis has it), and then an event at
+    version 11 writes a profile that holds cluster 3 with no cluster change.
+    Seen in the SIGKILL integration test: the user ended in two cluster sets.
+    """
+    def profile(version: int, cluster: str, changes: tuple[Change, ...] = ()) -> UserUpdate:
+        fields = {"version": str(version), "events_total": str(version), "cluster": cluster}
+        return UserUpdate("u1", version, version, orjson.dumps(fields), changes)
+
+    def enter_cluster(version: int, cluster: str, previous: str) -> Change:
+        return Change("u1", "cluster", f"cluster:{cluster}", "enter", f"cluster:{previous}",
+                      0.0, version, "timer:session_end", model_version=1)
+
+    store.apply([profile(10, "2", (enter_cluster(10, "2", "1"),))])
+    store.apply([profile(10, "3", (enter_cluster(10, "3", "1"),))])  # the replay: stale
+    store.apply([profile(11, "3")])
+    assert {seg: m for seg, m in store.segments().items() if m} == {"cluster:3": {"u1"}}
+    store.apply([profile(12, "1", (enter_cluster(12, "1", "3"),))])
+    assert {seg: m for seg, m in store.segments().items() if m} == {"cluster:1": {"u1"}}
+    # A profile without the field (an older layout) leaves the membership alone.
+    store.apply([UserUpdate("u1", 13, 13, orjson.dumps({"version": "13"}), ())])
+    assert store.members("cluster:1") == {"u1"}
+    # An eviction whose changes name another cluster still leaves the one Redis holds.
+    store.apply([UserUpdate("u1", 20, 13, b"{}", (exit_(20, "cluster:2"),), evicted=True)])
+    assert {seg: m for seg, m in store.segments().items() if m} == {}
 
 
 def test_processes_exchange_population_aggregates_without_scanning_keys(
