@@ -188,21 +188,31 @@ def staged_log(events: int, users: int, *, seed: int = 1) -> Iterator[Stage]:
 
 
 def run_scenario(stage: Stage, scenario: str, tag: str, *, env: dict[str, str] | None = None,
-                 timeout_s: float = 3600.0) -> tuple[float, dict[str, float], int]:
+                 recovery: bool = False, timeout_s: float = 3600.0,
+                 ) -> tuple[float, dict[str, float], int]:
     """Run ``scenario`` once to the end of the log, with its own output topics and Redis prefix.
 
-    ``env`` is added to the workers' environment. Returns the wall seconds, the
-    CPU seconds its workers, the broker and Redis used, and its process count.
+    ``env`` is added to the workers' environment. ``recovery``: a segstream
+    scenario keeps Bytewax recovery in a fresh directory (checked written).
+    Returns the wall seconds, the CPU seconds its workers, the broker and Redis
+    used, and its process count.
     """
     stage.broker.create_topics([f"out-{tag}", f"dlq-{tag}", f"model-{tag}"])
     commands = scenario_commands(scenario, stage.sent)
     logs = stage.workdir / tag
     logs.mkdir()
+    env = dict(env or {})
+    store = None
+    if recovery and scenario in RECOVERABLE:
+        env |= recovery_env(stage.workdir, tag)
+        store = Path(env["SEGSTREAM_RECOVERY_DIR"])
     services = {"broker": stage.broker.proc, "redis": stage.redis_server.proc}
     before = cpu_seconds(services)
     seconds = run_processes(
-        commands, worker_env(stage.broker, stage.redis_server.url, tag) | (env or {}), logs,
+        commands, worker_env(stage.broker, stage.redis_server.url, tag) | env, logs,
         timeout_s=timeout_s)
+    if store is not None and not (store.is_dir() and any(store.iterdir())):
+        raise RuntimeError(f"{tag}: recovery was asked for, but the run wrote none")
     return seconds, cpu_seconds(services, before), len(commands)
 
 
@@ -226,12 +236,8 @@ def run_bench(events: int, users: int, scenarios: Sequence[str], *, seed: int = 
         for run in range(runs):
             for name in scenarios:
                 tag = f"{name}-{run}"
-                env = recovery_env(stage.workdir, tag) if recovery and name in RECOVERABLE else None
-                seconds, used, processes[name] = run_scenario(stage, name, tag, env=env,
+                seconds, used, processes[name] = run_scenario(stage, name, tag, recovery=recovery,
                                                               timeout_s=timeout_s)
-                store = Path(env["SEGSTREAM_RECOVERY_DIR"]) if env else None
-                if store is not None and not (store.is_dir() and any(store.iterdir())):
-                    raise RuntimeError(f"{tag}: recovery was asked for, but the run wrote none")
                 timings[name].append(seconds)
                 for part, spent in used.items():
                     cpu[name][part] = cpu[name].get(part, 0.0) + spent / runs

@@ -2,13 +2,14 @@
 
     python -m benchmarks.variants SEGSTREAM_GC_THRESHOLD=0 SEGSTREAM_GC_THRESHOLD=50000
     python -m benchmarks.variants --events 300000 --users 100000 --rounds 2 --scenario full_2p \\
-        SEGSTREAM_RECOVERY_PARTITIONS=16 SEGSTREAM_RECOVERY_PARTITIONS=64
+        --recovery SEGSTREAM_RECOVERY_PARTITIONS=16 SEGSTREAM_RECOVERY_PARTITIONS=64
 
 How an optimisation behind a setting is measured: like ``make bench``
 (``benchmarks/bench.py``), a generated log goes into a two-partition topic on a
 Tansu broker, and a scenario's processes read it to the end, start-up included.
 Each variant is one ``NAME=VALUE`` environment setting (``NAME=VALUE,NAME=VALUE``
-for several at once); the variants run one after the other, ``--rounds`` times
+for several at once; ``--recovery`` gives every run a recovery store of its
+own); the variants run one after the other, ``--rounds`` times
 round, so a drift of the machine touches them all alike. Printed: each run's
 events/s and worker CPU seconds, and each variant's median.
 """
@@ -40,7 +41,7 @@ def parse_variant(text: str) -> dict[str, str]:
 
 def run_variants(variants: Sequence[str], *, events: int, users: int, rounds: int,
                  scenario: str = "full", seed: int = 1, timeout_s: float = 3600.0,
-                 ) -> list[tuple[str, int, float, float]]:
+                 recovery: bool = False) -> list[tuple[str, int, float, float]]:
     """Run ``scenario`` once per variant per round; return ``(variant, events, seconds, cpu)``."""
     settings = [parse_variant(v) for v in variants]
     runs = []
@@ -48,7 +49,8 @@ def run_variants(variants: Sequence[str], *, events: int, users: int, rounds: in
         for round_ in range(rounds):
             for index, (variant, setting) in enumerate(zip(variants, settings, strict=True)):
                 seconds, used, _processes = run_scenario(
-                    stage, scenario, f"v{index}-{round_}", env=setting, timeout_s=timeout_s)
+                    stage, scenario, f"v{index}-{round_}", env=setting, recovery=recovery,
+                    timeout_s=timeout_s)
                 runs.append((variant, stage.sent, seconds, used["workers"]))
                 print(f"{variant:<40} round {round_ + 1}: {stage.sent / seconds:>8,.0f} events/s, "
                       f"worker CPU {used['workers']:.1f} s", flush=True)
@@ -75,6 +77,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--users", type=int, default=100_000)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--scenario", default="full", choices=[s for s in SCENARIOS if s != "ceiling"])
+    ap.add_argument("--recovery", action="store_true",
+                    help="give every run Bytewax recovery in a fresh directory (off otherwise)")
     args = ap.parse_args(argv)
     try:
         for variant in args.variants:
@@ -82,7 +86,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:
         ap.error(str(exc))
     runs = run_variants(args.variants, events=args.events, users=args.users, rounds=args.rounds,
-                        scenario=args.scenario)
+                        scenario=args.scenario, recovery=args.recovery)
     print(summary(runs))
     return 0
 

@@ -27,3 +27,12 @@ def test_a_variant_without_a_value_is_refused(capsys: pytest.CaptureFixture[str]
     with pytest.raises(SystemExit):
         main(["SEGSTREAM_GC_THRESHOLD"])
     assert "expected NAME=VALUE" in capsys.readouterr().err
+
+
+def test_recovery_variants_each_get_a_store_of_their_own(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    # run_scenario raises if a run asked for recovery wrote none.
+    assert main(["--events", "2000", "--users", "200", "--rounds", "1", "--recovery",
+                 "SEGSTREAM_RECOVERY_PARTITIONS=2", "SEGSTREAM_RECOVERY_PARTITIONS=4"]) == 0
+    runs = [line for line in capsys.readouterr().out.splitlines() if " round " in line]
+    assert len(runs) == 2
