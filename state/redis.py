@@ -56,14 +56,16 @@ SINGLE_VALUED_FIELDS = {"journey": "journey", "cluster": "cluster", "churn": "ch
 # or "e" (the user was evicted: delete it), ARGV[4] = the profile's fields as a
 # JSON object of strings, ARGV[5] = updated_at ("" for none), ARGV[6] = the
 # prefix of member-set keys, then per op (aligned with KEYS[2..]): change
-# version, "+" (SADD) or "-" (SREM), and for "+" of a single-valued kind the
-# profile field holding its value and the kind ("" otherwise).
-# ARGV[last] = user id. Leaving the held value's set names a key not in KEYS,
-# which standalone Redis allows (not Redis Cluster). One JSON argument instead of a hundred field/value
-# arguments: packing arguments is most of a client's cost per user.
-# SINGLE_FIELDS, SINGLE_KINDS and SINGLE_FIELD_NAMES are filled in from
-# SINGLE_VALUED_FIELDS below: when a profile is written, each single-valued
-# kind's membership moves to the value the profile holds.
+# version and "+" (SADD) or "-" (SREM). ARGV[last] = user id.
+# When a profile is written, each single-valued kind's membership moves to the
+# value the profile holds (SINGLE_FIELDS, SINGLE_KINDS and SINGLE_FIELD_NAMES
+# are filled in from SINGLE_VALUED_FIELDS below). A replay after a crash may
+# decide another value (a model output) than Redis holds, at a version Redis
+# already has (its op is skipped) or with a `previous` Redis never saw; the
+# profile is what Redis holds, so following it leaves no stale membership.
+# Those sets are keys not in KEYS, which standalone Redis allows (not Redis
+# Cluster). One JSON argument instead of a hundred field/value arguments:
+# packing arguments is most of a client's cost per user.
 _APPLY_UPDATE = """
 local stored = redis.call('HMGET', KEYS[1], 'version', 'events_total', SINGLE_FIELDS)
 local cur_v = tonumber(stored[1]) or -1
@@ -77,24 +79,12 @@ for k = 2, #KEYS do
   local op_version = tonumber(ARGV[pos])
   if op_version > cur_v then
     if ARGV[pos + 1] == '+' then
-      local field = ARGV[pos + 2]
-      if field ~= '' then
-        -- Single-valued kind: leave the set of the value Redis holds, which a
-        -- replay that decided differently may not name as `previous`.
-        local held = redis.call('HGET', KEYS[1], field)
-        if held and held ~= '' then
-          local old = members .. ARGV[pos + 3] .. ':' .. held
-          if old ~= KEYS[k] then
-            redis.call('SREM', old, user)
-          end
-        end
-      end
       redis.call('SADD', KEYS[k], user)
     else
       redis.call('SREM', KEYS[k], user)
     end
   end
-  pos = pos + 4
+  pos = pos + 2
 end
 if ARGV[3] == 'e' then
   if v >= cur_v then
@@ -113,9 +103,6 @@ if ARGV[3] == 'e' then
 end
 if v > cur_v or (v == cur_v and n > cur_n) then
   local fields = cjson.decode(ARGV[4])
-  -- A single-valued kind's set follows the value this profile holds. A replay
-  -- after a crash may decide another value (a model output) at a version Redis
-  -- already has, so its op is skipped, but a newer profile carries the value.
   for i, kind in ipairs(SINGLE_KINDS) do
     local new, held = fields[SINGLE_FIELD_NAMES[i]], stored[2 + i]
     if new ~= nil and new ~= held then
@@ -186,23 +173,23 @@ class RedisLayout:
         return f"{self.prefix}population-processes"
 
 
-def membership_ops(changes: Iterable[Change]) -> list[tuple[int, str, str, str]]:
-    """Turn changes into ``(version, "+"|"-", segment, kind)`` set operations, in order.
+def membership_ops(changes: Iterable[Change]) -> list[tuple[int, str, str]]:
+    """Turn changes into ``(version, "+"|"-", segment)`` set operations, in order.
 
     Entering a single-valued segment also leaves ``previous``.
 
     >>> c = Change("u", "journey", "journey:b", "enter", "journey:a", 0.0, 2, "m")
     >>> membership_ops([c])
-    [(2, '-', 'journey:a', 'journey'), (2, '+', 'journey:b', 'journey')]
+    [(2, '-', 'journey:a'), (2, '+', 'journey:b')]
     """
-    ops: list[tuple[int, str, str, str]] = []
+    ops: list[tuple[int, str, str]] = []
     for change in changes:
         if change.change == ENTER:
             if change.previous is not None:
-                ops.append((change.version, "-", change.previous, change.kind))
-            ops.append((change.version, "+", change.segment, change.kind))
+                ops.append((change.version, "-", change.previous))
+            ops.append((change.version, "+", change.segment))
         else:
-            ops.append((change.version, "-", change.segment, change.kind))
+            ops.append((change.version, "-", change.segment))
     return ops
 
 
@@ -293,11 +280,9 @@ class RedisStore:
                 "" if updated_at is None or update.evicted else updated_at,
                 self._layout.members(""),
             ]
-            for _version, _op, segment, _kind in ops:
+            for op_version, op, segment in ops:
                 keys.append(self._layout.members(segment))
-            for op_version, op, _segment, kind in ops:
-                field = SINGLE_VALUED_FIELDS.get(kind, "") if op == "+" else ""
-                args += (op_version, op, field, kind if field else "")
+                args += (op_version, op)
             args.append(update.user_id)
             self._apply(keys=keys, args=args, client=pipe)
         return sum(int(x) for x in pipe.execute())
