@@ -36,8 +36,8 @@ def passthrough_flow(config) -> Dataflow:  # type: ignore[no-untyped-def]
     flow = Dataflow("passthrough")
     raw = op.input("in", flow, kafka_source(config, tail=False))
     parsed = op.flat_map_batch("parse", raw, lambda b: parse_batch(parser, b, clock))
-    out = op.map("out", parsed, lambda e: OutMessage(
-        config.output_topic, e.key.encode() if isinstance(e, Stamped) else None, b"{}"))
+    out = op.map("out", parsed, lambda e: ("", OutMessage(
+        config.output_topic, e.key.encode() if isinstance(e, Stamped) else None, b"{}")))
     op.output("kafka", out, KafkaOutSink(config))
     return flow
 

@@ -3,19 +3,24 @@
 - :func:`kafka_source`: Bytewax's ``KafkaSource`` (it assigns partitions itself
   and keeps offsets in the recovery store; no consumer group), with consumer
   errors emitted into the flow rather than raised, so they can be dead-lettered.
-- :class:`KafkaOutSink`: produces asynchronously and flushes once per batch;
-  a delivery failure raises, so the worker stops before its snapshot moves past
-  unwritten output (at-least-once; the resume epoch is produced again).
-- :class:`RedisSink`: one pipeline per batch through ``RedisStore``.
+- :class:`EpochSink`: the sinks' shape. A batch is written without waiting;
+  each epoch's close waits for everything written, before Bytewax commits the
+  epoch. A failed write raises, so the worker stops before committing unwritten
+  output (at-least-once; the resume epoch is written again).
+- :class:`KafkaOutSink`: produces through librdkafka's queue, one producer per process.
+- :class:`RedisSink`, :class:`RedisModelSink`: one pipeline per batch through
+  ``RedisStore``; a batch's replies are read when the next batch is sent.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+import redis
 from bytewax.connectors.kafka import (
     KafkaError,
     KafkaSource,
@@ -23,7 +28,7 @@ from bytewax.connectors.kafka import (
     _KafkaSourcePartition,
     _list_parts,
 )
-from bytewax.outputs import DynamicSink, StatelessSinkPartition
+from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 from confluent_kafka import KafkaError as ConfluentKafkaError
 from confluent_kafka import KafkaException, Producer
 from confluent_kafka.admin import AdminClient
@@ -33,9 +38,9 @@ from segstream.operators.user import UserUpdate
 from segstream.state.redis import RedisStore
 
 from segstream.config import Config
-from segstream.errors import SegstreamError
+from segstream.errors import ConfigError, SegstreamError
 from segstream.kafka import produce_waiting
-from segstream.metrics import REDIS_PROFILE_WRITES, SINK_BATCH_SECONDS
+from segstream.metrics import REDIS_PROFILE_WRITES, SINK_BATCH_SECONDS, SINK_EPOCH_WAIT_SECONDS
 
 X = TypeVar("X")
 
@@ -144,49 +149,157 @@ def kafka_source(config: Config, *, tail: bool = True) -> KafkaSource:
     )
 
 
-class _KafkaOutPartition(StatelessSinkPartition[OutMessage]):
-    def __init__(self, producer: Producer) -> None:
-        self._producer = producer
-        self._errors: list[str] = []
+SINK_PARTITIONS = 256
+"""Partitions of each :class:`EpochSink`: one per process, so at most this many processes.
 
-    def _on_delivery(self, err: object, _msg: object) -> None:
-        if err is not None:
-            self._errors.append(str(err))
+Bytewax tells a sink when an epoch closes only if it is a
+``FixedPartitionedSink``, and routes each item to the worker that is primary
+for the item's partition. Process ``i`` writes through partition ``i`` so that
+output never crosses processes, and also lists ``i + n``, ``i + 2n``, ... for
+``n`` processes: every partition is listed by some process whatever ``n`` is, so
+a recovery store written by another process count still resumes (Bytewax
+panics on a stored partition that no worker lists).
+"""
 
-    def write_batch(self, items: list[OutMessage]) -> None:
-        started = time.perf_counter()
-        producer, on_delivery = self._producer, self._on_delivery
-        for msg in items:
-            produce_waiting(producer, msg.topic, msg.value, msg.key, headers=msg.headers,
-                            on_delivery=on_delivery)
-        producer.flush()
-        SINK_BATCH_SECONDS.labels("kafka").observe(time.perf_counter() - started)
-        if self._errors:
-            errors, self._errors = self._errors, []
-            msg = f"{len(errors)} messages were not delivered to Kafka, first: {errors[0]}"
-            raise SinkError(msg)
+
+def sink_partition(index: int) -> str:
+    """Name of an epoch sink's partition ``index``; the names sort in index order.
+
+    >>> sink_partition(7)
+    'process-007'
+    """
+    return f"process-{index:03d}"
+
+
+class EpochSink(FixedPartitionedSink[X, None]):
+    """A sink that writes without waiting and waits for its writes once per epoch.
+
+    ``write`` starts writing a batch and returns; at each epoch's close Bytewax
+    calls the partition's ``snapshot``, which waits until everything written
+    so far has landed, before Bytewax commits the epoch. So a worker does not
+    wait a round trip per batch, and output is still written at least once: a
+    failed write raises :class:`SinkError` at the next batch or the epoch's
+    close, which stops the worker before its epoch is committed.
+
+    One partition per process (``process_id`` of ``processes``, see
+    :data:`SINK_PARTITIONS`); items come as ``(key, item)`` with the key unused.
+    """
+
+    label = "sink"
+    """The ``sink`` label of the sink's metrics."""
+
+    def __init__(self, *, process_id: int = 0, processes: int = 1) -> None:
+        if not 0 < processes <= SINK_PARTITIONS:
+            msg = f"segstream runs 1 to {SINK_PARTITIONS} processes, not {processes}"
+            raise ConfigError("--addresses", "command line", msg)
+        if not 0 <= process_id < processes:
+            msg = f"process id {process_id} is not one of 0..{processes - 1}"
+            raise ConfigError("--process-id", "command line", msg)
+        self._process_id, self._processes = process_id, processes
+
+    def list_parts(self) -> list[str]:
+        """List this process's partition and the ones no process of this count writes."""
+        return [sink_partition(i) for i in range(self._process_id, SINK_PARTITIONS, self._processes)]
+
+    def part_fn(self, item_key: str) -> int:
+        """Route every item to this process's partition (the ``process_id``-th of all, sorted)."""
+        return self._process_id
+
+    def build_part(self, step_id: str, for_part: str, resume_state: None) -> _EpochPartition[X]:
+        """Build a partition; a process's partitions share the sink's one connection."""
+        return _EpochPartition(self)
+
+    def write(self, items: list[X]) -> None:
+        """Start writing ``items``; raise :class:`SinkError` if an earlier write failed."""
+        raise NotImplementedError
+
+    def wait(self, timeout: float | None = None) -> int:
+        """Wait for every write so far; return how many items are still unwritten at ``timeout``.
+
+        Raises :class:`SinkError` if a write failed.
+        """
+        raise NotImplementedError
 
     def close(self) -> None:
-        self._producer.flush()
+        """Wait for every write; called when a partition closes (end of input)."""
+        self.wait()
 
 
-class KafkaOutSink(DynamicSink[OutMessage]):
-    """Produces :class:`OutMessage` s, one producer per worker."""
+class _EpochPartition(StatefulSinkPartition[X, None]):
+    def __init__(self, sink: EpochSink[X]) -> None:
+        self._sink = sink
 
-    def __init__(self, config: Config) -> None:
+    def write_batch(self, items: list[X]) -> None:
+        self._sink.write(items)
+
+    def snapshot(self) -> None:
+        started = time.perf_counter()
+        self._sink.wait()
+        SINK_EPOCH_WAIT_SECONDS.labels(self._sink.label).observe(time.perf_counter() - started)
+
+    def close(self) -> None:
+        self._sink.close()
+
+
+class KafkaOutSink(EpochSink[OutMessage]):
+    """Produces :class:`OutMessage` s, one producer per process.
+
+    Writing a batch hands the messages to librdkafka, which sends them after
+    ``producer_linger_ms``; the epoch's close waits for their delivery.
+    """
+
+    label = "kafka"
+
+    def __init__(self, config: Config, *, process_id: int = 0, processes: int = 1) -> None:
+        super().__init__(process_id=process_id, processes=processes)
         self._settings = {
             "bootstrap.servers": ",".join(config.brokers),
             "linger.ms": str(config.producer_linger_ms),
             **dict(config.kafka_options),
         }
+        self._producer: Producer | None = None
+        self._lock = threading.Lock()
+        self._undelivered: list[str] = []
 
-    def build(self, step_id: str, worker_index: int, worker_count: int) -> _KafkaOutPartition:
-        """Create this worker's producer."""
-        try:
-            return _KafkaOutPartition(Producer(self._settings))
-        except KafkaException as exc:
-            msg = f"step {step_id!r}: cannot create a Kafka producer: {exc}"
-            raise SinkError(msg) from exc
+    def _producer_now(self) -> Producer:
+        if self._producer is None:
+            with self._lock:
+                if self._producer is None:
+                    try:
+                        self._producer = Producer(self._settings)
+                    except KafkaException as exc:
+                        msg = f"cannot create a Kafka producer: {exc}"
+                        raise SinkError(msg) from exc
+        return self._producer
+
+    def _on_delivery(self, err: object, _msg: object) -> None:
+        if err is not None:
+            self._undelivered.append(str(err))
+
+    def _raise_undelivered(self) -> None:
+        if self._undelivered:
+            errors, self._undelivered = self._undelivered, []
+            msg = f"{len(errors)} messages were not delivered to Kafka, first: {errors[0]}"
+            raise SinkError(msg)
+
+    def write(self, items: list[OutMessage]) -> None:
+        """Produce ``items`` without waiting for their delivery."""
+        started = time.perf_counter()
+        producer, on_delivery = self._producer_now(), self._on_delivery
+        for msg in items:
+            produce_waiting(producer, msg.topic, msg.value, msg.key, headers=msg.headers,
+                            on_delivery=on_delivery)
+        producer.poll(0)  # serves delivery reports, so a failure surfaces soon
+        SINK_BATCH_SECONDS.labels(self.label).observe(time.perf_counter() - started)
+        self._raise_undelivered()
+
+    def wait(self, timeout: float | None = None) -> int:
+        """Wait until every message produced so far is delivered (or failed)."""
+        if self._producer is None:
+            return 0
+        left = self._producer.flush() if timeout is None else self._producer.flush(timeout)
+        self._raise_undelivered()
+        return int(left)
 
 
 def merge_updates(updates: Sequence[UserUpdate]) -> list[UserUpdate]:
@@ -211,52 +324,76 @@ def merge_updates(updates: Sequence[UserUpdate]) -> list[UserUpdate]:
     return out
 
 
-class _RedisPartition(StatelessSinkPartition[X]):
-    def __init__(self, store: RedisStore, write: Callable[[RedisStore, list[X]], None],
-                 label: str) -> None:
-        self._store, self._write, self._label = store, write, label
-
-    def write_batch(self, items: list[X]) -> None:
-        started = time.perf_counter()
-        self._write(self._store, items)
-        SINK_BATCH_SECONDS.labels(self._label).observe(time.perf_counter() - started)
-
-    def close(self) -> None:
-        self._store.close()
+Finish = Callable[[], None]
+"""Reads what a sent Redis batch replied (and raises if it failed)."""
 
 
-class _RedisSink(DynamicSink[X]):
-    """One Redis connection per worker, writing batches with ``write``."""
+class _RedisSink(EpochSink[X]):
+    """One Redis connection per process; a batch's replies are read when the next one is sent.
 
-    def __init__(self, config: Config, write: Callable[[RedisStore, list[X]], None],
-                 label: str) -> None:
+    ``send`` sends a batch and returns what reads its replies. Redis runs a
+    batch while the worker computes the next one, so the worker rarely waits
+    for it; batches still land in order.
+    """
+
+    def __init__(self, config: Config, send: Callable[[RedisStore, list[X]], Finish], label: str,
+                 *, process_id: int = 0, processes: int = 1) -> None:
+        super().__init__(process_id=process_id, processes=processes)
         self._url, self._prefix = config.redis_url, config.redis_prefix
-        self._write, self._label = write, label
+        self._send, self.label = send, label
+        self._store: RedisStore | None = None
+        self._unread: Finish | None = None
 
-    def build(self, step_id: str, worker_index: int, worker_count: int) -> _RedisPartition[X]:
-        """Create this worker's Redis connection."""
-        return _RedisPartition(RedisStore.from_url(self._url, self._prefix), self._write,
-                               self._label)
+    def write(self, items: list[X]) -> None:
+        """Read the previous batch's replies, then send ``items``."""
+        started = time.perf_counter()
+        self._read_replies()
+        if self._store is None:
+            self._store = RedisStore.from_url(self._url, self._prefix)
+        self._unread = self._send(self._store, items)
+        SINK_BATCH_SECONDS.labels(self.label).observe(time.perf_counter() - started)
+
+    def wait(self, timeout: float | None = None) -> int:
+        """Read the last batch's replies (``timeout`` is unused: the store's retries bound it)."""
+        self._read_replies()
+        return 0
+
+    def _read_replies(self) -> None:
+        unread, self._unread = self._unread, None
+        if unread is not None:
+            try:
+                unread()
+            except redis.RedisError as exc:
+                msg = f"{self.label}: Redis failed a batch: {type(exc).__name__}: {exc}"
+                raise SinkError(msg) from exc
 
 
-def _write_updates(store: RedisStore, items: list[UserUpdate]) -> None:
-    written = store.apply(merge_updates(items), updated_at=iso_utc(time.time()))
-    REDIS_PROFILE_WRITES.inc(written)
+def _send_updates(store: RedisStore, items: list[UserUpdate]) -> Finish:
+    pending = store.send_apply(merge_updates(items), updated_at=iso_utc(time.time()))
+    return lambda: REDIS_PROFILE_WRITES.inc(pending.result())
 
 
-def _write_model_events(store: RedisStore, items: list[ModelEvent]) -> None:
+def _write_model_events(store: RedisStore, items: list[ModelEvent]) -> Finish:
+    # A version or two per snapshot interval: written at once.
     store.apply_model(items)
+    return _nothing
+
+
+def _nothing() -> None:
+    pass
 
 
 class RedisSink(_RedisSink[UserUpdate]):
-    """Writes :class:`UserUpdate` s to Redis, one connection per worker."""
+    """Writes :class:`UserUpdate` s to Redis, one connection per process."""
 
-    def __init__(self, config: Config) -> None:
-        super().__init__(config, _write_updates, "redis")
+    def __init__(self, config: Config, *, process_id: int = 0, processes: int = 1) -> None:
+        super().__init__(config, _send_updates, "redis", process_id=process_id,
+                         processes=processes)
 
 
 class RedisModelSink(_RedisSink[ModelEvent]):
     """Writes the models' new versions (cluster descriptions, quality) to Redis."""
 
-    def __init__(self, config: Config) -> None:
-        super().__init__(config, _write_model_events, "redis_model")
+    def __init__(self, config: Config, *, process_id: int = 0, processes: int = 1) -> None:
+        super().__init__(config, _write_model_events, "redis_model", process_id=process_id,
+                         processes=processes)

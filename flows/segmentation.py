@@ -13,14 +13,16 @@ from __future__ import annotations
 import time
 from collections import Counter
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import bytewax.operators as op
 from bytewax.connectors.kafka import KafkaError, KafkaSourceMessage
-from bytewax.dataflow import Dataflow
+from bytewax.dataflow import Dataflow, Stream
 from bytewax.inputs import Source
 from bytewax.operators import StatefulBatchLogic
-from bytewax.outputs import Sink
+from bytewax.outputs import FixedPartitionedSink, Sink
 from segstream.flows.connectors import (
+    EpochSink,
     KafkaOutSink,
     OutMessage,
     RedisModelSink,
@@ -55,6 +57,8 @@ from segstream.metrics import (
     USERS_IN_STATE,
 )
 
+X = TypeVar("X")
+
 SourceItem = KafkaSourceMessage[bytes | None, bytes | None] | KafkaError[bytes | None, bytes | None]
 
 
@@ -63,12 +67,36 @@ class Sinks:
     """Where the flow writes: Kafka (changes, dead letters, model events) and Redis.
 
     ``models`` receives the model learner's events for Redis (cluster
-    descriptions, the model version); ``None`` writes them nowhere.
+    descriptions, the model version); ``None`` writes them nowhere. A
+    ``FixedPartitionedSink`` gets its items as ``("", item)``.
     """
 
-    kafka: Sink[OutMessage]
-    redis: Sink[UserUpdate]
-    models: Sink[ModelEvent] | None = None
+    kafka: Sink[OutMessage] | FixedPartitionedSink[OutMessage, Any]
+    redis: Sink[UserUpdate] | FixedPartitionedSink[UserUpdate, Any]
+    models: Sink[ModelEvent] | FixedPartitionedSink[ModelEvent, Any] | None = None
+
+    @classmethod
+    def default(cls, config: Config, *, process_id: int = 0, processes: int = 1) -> Sinks:
+        """Kafka and Redis as configured, for process ``process_id`` of ``processes``."""
+        where = {"process_id": process_id, "processes": processes}
+        return cls(kafka=KafkaOutSink(config, **where), redis=RedisSink(config, **where),
+                   models=RedisModelSink(config, **where))
+
+    def epoch_sinks(self) -> list[EpochSink[Any]]:
+        """Return the sinks that wait for their writes only at epoch closes."""
+        return [s for s in (self.kafka, self.redis, self.models) if isinstance(s, EpochSink)]
+
+
+def _no_key(_item: object) -> str:
+    return ""
+
+
+def _output(step_id: str, up: Stream[X], sink: Sink[X] | FixedPartitionedSink[X, Any]) -> None:
+    """``op.output``; a partitioned sink picks its partition itself, so its items get an unused key."""
+    if isinstance(sink, FixedPartitionedSink):
+        op.output(step_id, op.key_on(f"{step_id}_key", up, _no_key), sink)
+    else:
+        op.output(step_id, up, sink)
 
 
 def partition_of(item: SourceItem) -> str:
@@ -345,7 +373,7 @@ def build_flow(
         config: worker settings; ``None`` means :func:`load_config`.
         segments: journey/segments definition; ``None`` loads ``config.segments_file``.
         source: input of ``KafkaSourceMessage`` / ``KafkaError``; default: the clickstream topics.
-        sinks: outputs; default: Kafka (changes + dead letters) and Redis.
+        sinks: outputs; default: :meth:`Sinks.default` (Kafka and Redis, one process).
         tail: with the default source, ``False`` stops at the current end of the topics.
         clock_interval_s: how often due timers are checked; default ``config.timer_tick_s``
             when tailing the default source, else no clock (a bounded run fires
@@ -369,8 +397,7 @@ def build_flow(
     users = user_config(config, segments, hub, population)
     lateness, late_events = config.allowed_lateness_s, config.late_events
     if sinks is None:
-        sinks = Sinks(kafka=KafkaOutSink(config), redis=RedisSink(config),
-                      models=RedisModelSink(config))
+        sinks = Sinks.default(config)
     workers = WorkerStates(lateness)
     if clock_interval_s is None and source is None and tail:
         clock_interval_s = config.timer_tick_s
@@ -417,8 +444,8 @@ def build_flow(
         "serialize_model_events", model_events,
         lambda batch: model_event_messages(config.model_events_topic, batch))
     # OutMessage (model-events topic)
-    op.output("kafka_out", op.merge("to_kafka", changes, dead_letters, model_messages), sinks.kafka)
-    op.output("redis_out", updates, sinks.redis)
+    _output("kafka_out", op.merge("to_kafka", changes, dead_letters, model_messages), sinks.kafka)
+    _output("redis_out", updates, sinks.redis)
     if sinks.models is not None:
-        op.output("redis_models", model_events, sinks.models)
+        _output("redis_models", model_events, sinks.models)
     return flow

@@ -214,6 +214,53 @@ return 1
 """
 
 
+class PendingApply:
+    """Script calls sent to Redis whose replies are not read yet (see :meth:`RedisStore.send_apply`).
+
+    If the connection fails, or Redis lost the script (a restart), before the
+    replies are read, :meth:`result` applies the updates again the blocking
+    way, with the store's retries: the script is version-guarded, so updates
+    that did land are skipped the second time.
+    """
+
+    def __init__(self, store: RedisStore, updates: Sequence[UserUpdate], updated_at: str | None,
+                 commands: list[tuple[Any, ...]]) -> None:
+        self._store, self._updates, self._updated_at = store, updates, updated_at
+        self._count = len(commands)
+        self._conn: Any = None
+        if not commands:
+            return
+        pool = store._client.connection_pool  # noqa: SLF001 - the store's own client
+        conn: Any = pool.get_connection()  # redis-py leaves Connection untyped
+        try:
+            conn.send_packed_command(conn.pack_commands(commands))
+        except (redis.ConnectionError, redis.TimeoutError):
+            conn.disconnect()
+            pool.release(conn)
+            return
+        self._conn = conn
+
+    def result(self) -> int:
+        """Read the replies; return how many profile hashes were written or deleted."""
+        if not self._count:
+            return 0
+        conn, self._conn = self._conn, None
+        if conn is None:
+            return self._store.apply(self._updates, updated_at=self._updated_at)
+        pool = self._store._client.connection_pool  # noqa: SLF001
+        try:
+            written = sum(int(conn.read_response()) for _ in range(self._count))
+        except (redis.ConnectionError, redis.TimeoutError, redis.exceptions.NoScriptError):
+            conn.disconnect()
+            return self._store.apply(self._updates, updated_at=self._updated_at)
+        except BaseException:
+            conn.disconnect()  # replies behind the failed one are still unread
+            raise
+        finally:
+            pool.release(conn)
+        return written
+
+
 class RedisStore:
     """Writes profile updates and memberships; reads profiles back.
 
@@ -272,20 +319,38 @@ class RedisStore:
             return 0
         pipe = self._client.pipeline(transaction=False)
         for update in updates:
-            ops = membership_ops(update.changes)
-            keys = [self._layout.user(update.user_id)]
-            args: list[Any] = [
-                update.version, update.events_total, "e" if update.evicted else "p",
-                b"{}" if update.evicted else update.profile_json,
-                "" if updated_at is None or update.evicted else updated_at,
-                self._layout.members(""),
-            ]
-            for op_version, op, segment in ops:
-                keys.append(self._layout.members(segment))
-                args += (op_version, op)
-            args.append(update.user_id)
+            keys, args = self._update_call(update, updated_at)
             self._apply(keys=keys, args=args, client=pipe)
         return sum(int(x) for x in pipe.execute())
+
+    def send_apply(self, updates: Sequence[UserUpdate], *, updated_at: str | None = None
+                   ) -> PendingApply:
+        """Send :meth:`apply`'s script calls and return without reading the replies.
+
+        Redis runs them while the caller goes on; :meth:`PendingApply.result`
+        reads the replies. Until then the store holds one connection for it.
+        """
+        commands = []
+        for update in updates:
+            keys, args = self._update_call(update, updated_at)
+            commands.append(("EVALSHA", self._apply.sha, len(keys), *keys, *args))
+        return PendingApply(self, updates, updated_at, commands)
+
+    def _update_call(self, update: UserUpdate, updated_at: str | None
+                     ) -> tuple[list[str], list[Any]]:
+        """Return the update script's keys and arguments for one update."""
+        keys = [self._layout.user(update.user_id)]
+        args: list[Any] = [
+            update.version, update.events_total, "e" if update.evicted else "p",
+            b"{}" if update.evicted else update.profile_json,
+            "" if updated_at is None or update.evicted else updated_at,
+            self._layout.members(""),
+        ]
+        for op_version, op, segment in membership_ops(update.changes):
+            keys.append(self._layout.members(segment))
+            args += (op_version, op)
+        args.append(update.user_id)
+        return keys, args
 
     def apply_model(self, events: Sequence[ModelEvent]) -> int:
         """Write the newest ``version`` event: the models' hash and one hash per cluster.

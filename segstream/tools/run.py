@@ -21,10 +21,13 @@ import signal
 from datetime import timedelta
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from segstream.config import Config, load_config, load_segments
-from segstream.errors import ConfigError
+from segstream.errors import ConfigError, SegstreamError
+
+if TYPE_CHECKING:
+    from segstream.flows.segmentation import Sinks
 
 log = logging.getLogger("segstream.run")
 
@@ -108,10 +111,28 @@ _stop_signal: list[int] = []
 
 def _request_stop(signum: int, _frame: FrameType | None) -> None:
     # Bytewax checks Python signals between activations and unwinds when a
-    # handler raises; SIGTERM is made to take the same path as Ctrl-C. Sinks
-    # flush every batch, so nothing written is left in a buffer.
+    # handler raises; SIGTERM is made to take the same path as Ctrl-C. The
+    # sinks wait for their writes only at epoch closes: _cmd_run waits for the
+    # rest after the unwinding.
     _stop_signal.append(signum)
     raise KeyboardInterrupt(f"signal {signum}")
+
+
+STOP_FLUSH_S = 10.0
+"""How long a stopping worker waits for each sink's last writes."""
+
+
+def _flush_on_stop(sinks: Sinks) -> None:
+    """Finish the writes the sinks still hold (output of the epoch a signal cut short)."""
+    for sink in sinks.epoch_sinks():
+        try:
+            left = sink.wait(STOP_FLUSH_S)
+        except SegstreamError as exc:
+            log.error("while stopping: %s (the next start writes it again from its snapshot)", exc)
+            continue
+        if left:
+            log.error("while stopping: %d items not written to %s within %.0f s (the next start "
+                      "writes them again from its snapshot)", left, sink.label, STOP_FLUSH_S)
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -124,7 +145,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     from segstream.flows.models import ModelFollower  # noqa: PLC0415
     from segstream.flows.population import PopulationSync  # noqa: PLC0415
-    from segstream.flows.segmentation import build_flow, model_config  # noqa: PLC0415
+    from segstream.flows.segmentation import Sinks, build_flow, model_config  # noqa: PLC0415
     from segstream.metrics import serve_metrics  # noqa: PLC0415
     from segstream.operators.models import ModelHub  # noqa: PLC0415
 
@@ -145,8 +166,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
         config, partitions=max(config.recovery_partitions, processes * config.workers_per_process))
     hub = ModelHub(model_config(config))
     population = segments.new_population()
+    sinks = Sinks.default(config, process_id=process_id or 0, processes=processes)
     flow = build_flow(config, segments=segments, tail=not args.until_end, hub=hub,
-                      population=population)
+                      population=population, sinks=sinks)
     # Another process may hold the model learner: predict with its versions.
     follower = ModelFollower(config, hub).start()
     # Rules' statistics cover every process's users.
@@ -175,6 +197,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     except (KeyboardInterrupt, BytewaxRuntimeError):
         if not _stop_signal:
             raise
+        _flush_on_stop(sinks)
         log.info("stopped by signal %d; state is in %s", _stop_signal[0],
                  config.recovery_dir or "(recovery off)")
         return 0

@@ -104,14 +104,16 @@ def test_lookup_prints_the_profile(redis_server: RedisServer, redis_prefix: str)
     assert missing.returncode == 1 and "no profile" in missing.stdout
 
 
-def test_two_processes_share_the_work(kafka_broker: TansuBroker, redis_server: RedisServer,
-                                      topic_factory: Callable[..., str], redis_prefix: str,
-                                      tmp_path: Path) -> None:
+def test_two_processes_share_the_work_then_one_resumes_it(
+        kafka_broker: TansuBroker, redis_server: RedisServer, topic_factory: Callable[..., str],
+        redis_prefix: str, tmp_path: Path) -> None:
     """Scenario: two `segstream run -i N -a ...` processes start together on a 2-partition topic.
 
     We expect both to set up one shared recovery directory without racing, to
     exit 0 at the end of the input, and together to produce exactly the
-    changes and profiles of one process.
+    changes and profiles of one process. Then one process resumes from their
+    recovery directory (another process count: the sinks' partitions of the
+    second process are in it) and carries on from their users' state.
     """
     config = make_config(kafka_broker, redis_server.url, redis_prefix,
                          topic_factory("in", partitions=2), topic_factory("out"), topic_factory("dlq"))
@@ -140,3 +142,11 @@ def test_two_processes_share_the_work(kafka_broker: TansuBroker, redis_server: R
     store = RedisStore.from_url(redis_server.url, redis_prefix)
     assert store.user_ids() == sorted(users)
     assert store.members("journey:retention") == set(users)
+
+    more = [(u.encode(), event(u, "Product Viewed", 30)) for u in users[:10]]
+    kafka_broker.produce(config.input_topics[0], more)
+    codes, logs = run_processes(env, 1, tmp_path)
+    assert codes == [0], logs[-3000:]
+    # Their fifth event: counted on top of the state the two processes left.
+    assert {store.profile(u)["events_total"] for u in users[:10]} == {"5"}
+    assert {store.profile(u)["events_total"] for u in users[10:]} == {"4"}

@@ -269,3 +269,49 @@ def test_the_client_packs_commands_in_c() -> None:
     from redis.utils import HIREDIS_AVAILABLE  # noqa: PLC0415
 
     assert HIREDIS_AVAILABLE
+
+
+def test_send_apply_lands_before_its_replies_are_read(store: RedisStore, redis_server: RedisServer,
+                                                      redis_prefix: str) -> None:
+    """The sink's way: Redis runs a sent batch while the worker goes on; ``result`` reads its count."""
+    store.apply([update(1, 1, [enter(1, "awareness", None)])])  # loads the script
+    pending = store.send_apply([update(2, 2, [enter(2, "decision", "awareness")])])
+    raw = redis.Redis.from_url(redis_server.url, decode_responses=True)
+    deadline = time.monotonic() + 5
+    while raw.hget(f"{redis_prefix}user:u1", "journey") != "decision":
+        assert time.monotonic() < deadline, "the sent batch did not land without reading its replies"
+        time.sleep(0.01)
+    assert pending.result() == 1
+    assert store.members("journey:decision") == {"u1"}
+    assert store.send_apply([]).result() == 0
+
+
+def test_send_apply_survives_a_lost_script_and_a_killed_connection(
+        store: RedisStore, redis_server: RedisServer) -> None:
+    """A restart (scripts gone) or a dropped connection before the replies: applied again, once."""
+    raw = redis.Redis.from_url(redis_server.url, decode_responses=True)
+    raw.script_flush()
+    assert store.send_apply([update(1, 1, [enter(1, "awareness", None)])]).result() == 1
+    assert store.profile("u1")["journey"] == "awareness"
+
+    pending = store.send_apply([update(2, 2, [enter(2, "decision", "awareness")])])
+    raw.client_kill_filter(_type="normal", skipme=True)
+    # Whether the batch landed before the kill or not, it is there exactly once.
+    assert pending.result() in (0, 1)
+    assert store.profile("u1")["journey"] == "decision"
+    assert store.members("journey:awareness") == set()
+    assert store.members("journey:decision") == {"u1"}
+
+
+def test_send_apply_raises_a_script_error_and_the_store_goes_on(
+        store: RedisStore, redis_server: RedisServer, redis_prefix: str) -> None:
+    """An error reply raises; the connection's unread replies do not leak into the next call."""
+    raw = redis.Redis.from_url(redis_server.url, decode_responses=True)
+    raw.set(f"{redis_prefix}user:u1", "not a hash")
+    other = UserUpdate("u2", 1, 1, orjson.dumps({"version": "1", "journey": "awareness"}), ())
+    pending = store.send_apply([update(1, 1, []), other])
+    with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
+        pending.result()
+    raw.delete(f"{redis_prefix}user:u1")
+    assert store.send_apply([update(1, 1, []), other]).result() == 2
+    assert store.user_ids() == ["u1", "u2"]

@@ -1,0 +1,118 @@
+"""The epoch sinks: one partition per process, writes that do not wait, waits at epoch closes."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import orjson
+import pytest
+import redis
+from hypothesis import given
+from hypothesis import strategies as st
+from segstream.flows.connectors import (
+    SINK_PARTITIONS,
+    KafkaOutSink,
+    OutMessage,
+    RedisSink,
+    SinkError,
+    sink_partition,
+)
+from segstream.operators.user import UserUpdate
+from segstream.state.redis import RedisStore
+
+from segstream.config import Config
+from segstream.errors import ConfigError
+from segstream.services import RedisServer, TansuBroker, free_port
+
+
+@given(st.integers(1, SINK_PARTITIONS))
+def test_every_partition_has_one_process_and_each_process_writes_its_own(processes: int) -> None:
+    """Whatever the process count, a stored partition is listed (resume) and output stays local."""
+    every = sorted(sink_partition(i) for i in range(SINK_PARTITIONS))
+    listed: list[str] = []
+    for process_id in range(processes):
+        sink = KafkaOutSink(Config(), process_id=process_id, processes=processes)
+        parts = sink.list_parts()
+        own = every[sink.part_fn("") % len(every)]
+        assert own == sink_partition(process_id) and own in parts
+        listed += parts
+    assert sorted(listed) == every
+
+
+@pytest.mark.parametrize(("process_id", "processes", "field"), [
+    (0, 0, "--addresses"), (0, SINK_PARTITIONS + 1, "--addresses"),
+    (2, 2, "--process-id"), (-1, 2, "--process-id"),
+])
+def test_a_process_outside_the_partitions_fails_naming_the_option(
+        process_id: int, processes: int, field: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        RedisSink(Config(), process_id=process_id, processes=processes)
+    assert err.value.field == field
+
+
+def _messages(topic: str, count: int) -> list[OutMessage]:
+    return [OutMessage(topic, b"u%d" % i, b'{"n":%d}' % i) for i in range(count)]
+
+
+@pytest.mark.integration
+def test_kafka_sink_delivers_at_the_epoch_close_not_per_batch(
+        kafka_broker: TansuBroker, topic_factory: Callable[..., str]) -> None:
+    """A batch is handed to librdkafka and left there; the epoch's close waits for its delivery."""
+    topic = topic_factory("sink")
+    # A long linger keeps the batch in the producer until something flushes it.
+    sink = KafkaOutSink(Config(brokers=(kafka_broker.bootstrap,), producer_linger_ms=60_000))
+    part = sink.build_part("kafka_out", sink.list_parts()[0], None)
+    part.write_batch(_messages(topic, 5))
+    part.write_batch(_messages(topic, 3))
+    assert sink.wait(0) == 8, "write_batch waited for delivery"
+    part.snapshot()  # the epoch closes
+    assert sink.wait(0) == 0
+    values = [r.value for r in kafka_broker.read_topic(topic)]
+    assert values == [m.value for m in _messages(topic, 5) + _messages(topic, 3)]
+
+
+def test_kafka_sink_raises_at_the_epoch_close_when_delivery_fails() -> None:
+    """Undeliverable output stops the worker before Bytewax commits the epoch."""
+    config = Config(brokers=(f"127.0.0.1:{free_port()}",),  # nothing listens there
+                    kafka_options=(("message.timeout.ms", "300"),))
+    sink = KafkaOutSink(config)
+    part = sink.build_part("kafka_out", sink.list_parts()[0], None)
+    part.write_batch(_messages("nowhere", 2))
+    with pytest.raises(SinkError, match="2 messages were not delivered"):
+        part.snapshot()
+
+
+def _update(user: str, version: int) -> UserUpdate:
+    return UserUpdate(user, version, version, orjson.dumps({"version": str(version)}), ())
+
+
+@pytest.mark.integration
+def test_redis_sink_reads_a_batch_s_replies_when_the_next_is_sent(
+        redis_server: RedisServer, redis_prefix: str) -> None:
+    """Batches land in order without the worker waiting for each; the epoch close reads the last."""
+    sink = RedisSink(Config(redis_url=redis_server.url, redis_prefix=redis_prefix))
+    part = sink.build_part("redis_out", sink.list_parts()[0], None)
+    part.write_batch([_update("a", 1), _update("b", 1)])
+    part.write_batch([_update("a", 2)])
+    raw = redis.Redis.from_url(redis_server.url, decode_responses=True)
+    deadline = time.monotonic() + 5
+    while raw.hget(f"{redis_prefix}user:a", "version") != "2":
+        assert time.monotonic() < deadline, "the second batch did not land"
+        time.sleep(0.01)
+    part.snapshot()
+    store = RedisStore.from_url(redis_server.url, redis_prefix)
+    assert store.user_ids() == ["a", "b"]
+    assert store.profile("a")["version"] == "2"
+
+
+@pytest.mark.integration
+def test_redis_sink_failure_raises_by_the_epoch_close(redis_server: RedisServer,
+                                                      redis_prefix: str) -> None:
+    """A batch Redis refused surfaces as SinkError, naming the sink, before the epoch commits."""
+    redis.Redis.from_url(redis_server.url).set(f"{redis_prefix}user:a", "not a hash")
+    sink = RedisSink(Config(redis_url=redis_server.url, redis_prefix=redis_prefix))
+    part = sink.build_part("redis_out", sink.list_parts()[0], None)
+    part.write_batch([_update("a", 1)])
+    with pytest.raises(SinkError, match="redis: Redis failed a batch: ResponseError: WRONGTYPE"):
+        part.snapshot()
