@@ -55,7 +55,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.charts import write_charts
-from benchmarks.latency import WARMUP_RECORDS, LatencyRun, paced_run
+from benchmarks.latency import CPU_WINDOW_S, WARMUP_RECORDS, LatencyRun, paced_run
 from benchmarks.resume import measure_resume
 from benchmarks.resume import report as resume_report
 from segstream.config import Config
@@ -302,11 +302,15 @@ def measure_latency(broker: TansuBroker, redis_server: RedisServer,
         for rate, topic, floor_topic in zip(rates, inputs, floors, strict=True):
             count = int(rate * seconds)
             paced = records[start:start + count]
+            assert broker.proc is not None
             floor = paced_run(broker.bootstrap, floor_topic, floor_topic, None, "", paced,
-                              rate=rate, seconds=seconds, id_field="messageId")
+                              rate=rate, seconds=seconds, id_field="messageId",
+                              watch={"broker": broker.proc.pid})
             run = paced_run(broker.bootstrap, topic, f"out-{name}", redis_server.url,
-                            f"{name}:", paced, rate=rate, seconds=seconds)
-            runs.append(replace(run, broker=floor.kafka))
+                            f"{name}:", paced, rate=rate, seconds=seconds,
+                            watch={"broker": broker.proc.pid, "worker": worker.pid})
+            cpu = {"broker alone": floor.cpu["broker"], **run.cpu}
+            runs.append(replace(run, broker=floor.kafka, cpu=cpu))
             start += count
         return runs
     finally:
@@ -316,7 +320,7 @@ def measure_latency(broker: TansuBroker, redis_server: RedisServer,
 
 
 def latency_table(runs: Sequence[LatencyRun]) -> str:
-    """Latency percentiles per load, in ms."""
+    """Latency percentiles per load, in ms, and the CPU shares of the watched processes."""
     lines = [f"{'rate':>8} {'achieved':>9}  {'path':<6} {'count':>7} {'p50':>8} {'p95':>8} "
              f"{'p99':>8} {'max':>8}  (ms)"]
     for run in runs:
@@ -324,6 +328,11 @@ def latency_table(runs: Sequence[LatencyRun]) -> str:
         for path, p in [*paths, ("kafka", run.kafka), ("redis", run.redis)]:
             lines.append(f"{run.rate:>8,.0f} {run.achieved:>9,.0f}  {path:<6} {p.count:>7} "
                          f"{p.p50:>8.1f} {p.p95:>8.1f} {p.p99:>8.1f} {p.max:>8.1f}")
+        if run.cpu:
+            shares = ", ".join(f"{name} {100 * first:.0f} -> {100 * last:.0f} %"
+                               for name, (first, last) in run.cpu.items())
+            lines.append(f"{'':>20}CPU share of the machine, first -> last "
+                         f"{CPU_WINDOW_S:g} s: {shares}")
     return "\n".join(lines)
 
 

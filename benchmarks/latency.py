@@ -19,16 +19,23 @@ event (Redis). Each observer runs in a process of its own (the producer keeps
 this one), all on the machine's clock; messages are parsed for their ids
 before the paced sending starts. Figures on Tansu are largely Tansu's fetch
 and produce path.
+
+The processes named in ``watch`` (the broker, the worker) have their CPU
+sampled while the input is paced: their share of the machine in the first and
+the last :data:`CPU_WINDOW_S` seconds. Tansu's grows as its partitions fill
+and takes the cores from the worker; the table shows it beside each latency.
 """
 
 from __future__ import annotations
 
 import math
 import multiprocessing
+import os
 import time
 from collections import defaultdict
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -42,6 +49,37 @@ from segstream.services import CONSUMER_TUNING, PRODUCER_TUNING
 
 WARMUP_RECORDS = 3000
 """Records produced (unpaced) before measuring, so start-up and model warm-up are excluded."""
+
+CPU_WINDOW_S = 5.0
+"""The start and end windows of a paced run whose CPU shares are reported."""
+
+
+def process_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) a process has used, from ``/proc``."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_shares(samples: Sequence[tuple[float, float]], window_s: float = CPU_WINDOW_S,
+               cores: int | None = None) -> tuple[float, float]:
+    """Share of the machine (0-1) a process used in the first and last ``window_s``.
+
+    ``samples``: ``(seconds since the start, CPU seconds used)``, in time order,
+    the first at the start and the last at the end.
+
+    >>> cpu_shares([(0, 0.0), (5, 1.0), (10, 9.0)], cores=2)
+    (0.1, 0.8)
+    """
+    cores = cores or os.cpu_count() or 1
+    end = samples[-1][0]
+
+    def share(since: float, until: float) -> float:
+        first = min(samples, key=lambda s: abs(s[0] - since))
+        last = min(samples, key=lambda s: abs(s[0] - until))
+        span = last[0] - first[0]
+        return (last[1] - first[1]) / span / cores if span > 0 else 0.0
+
+    return share(0.0, min(window_s, end)), share(max(0.0, end - window_s), end)
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +123,8 @@ class LatencyRun:
     redis_samples: tuple[tuple[float, float], ...] = ()
     """The same per event visible in Redis."""
     broker: Percentiles | None = None
+    cpu: dict[str, tuple[float, float]] = field(default_factory=dict)
+    """Per watched process: its share of the machine in the first and last :data:`CPU_WINDOW_S`."""
 
 
 def _kafka_observer(bootstrap: str, topic: str, id_field: str, ready: Any, stop: Any,
@@ -187,7 +227,8 @@ def redis_latencies(receipts: Sequence[tuple[str, int, float]], sends: dict[str,
 
 def paced_run(bootstrap: str, input_topic: str, output_topic: str, redis_url: str | None,
               prefix: str, records: Sequence[tuple[bytes, bytes]], *, rate: float, seconds: float,
-              settle_s: float = 3.0, id_field: str = "cause") -> LatencyRun:
+              settle_s: float = 3.0, id_field: str = "cause",
+              watch: Mapping[str, int] | None = None) -> LatencyRun:
     """Produce ``records`` at ``rate`` for ``seconds`` while the observers measure.
 
     The worker must already be tailing ``input_topic`` and be warmed up; each
@@ -198,6 +239,7 @@ def paced_run(bootstrap: str, input_topic: str, output_topic: str, redis_url: st
 
     The bare broker's own latency: ``output_topic = input_topic``,
     ``id_field="messageId"`` and no ``redis_url`` (no worker needed).
+    ``watch``: processes (name: pid) whose CPU is sampled about every second.
     """
     count = min(len(records), int(rate * seconds))
     paced = records[:count]
@@ -229,18 +271,31 @@ def paced_run(bootstrap: str, input_topic: str, output_topic: str, redis_url: st
     producer = Producer({"bootstrap.servers": bootstrap, **PRODUCER_TUNING})
     sent_by_id: dict[str, float] = {}
     sent_by_user: dict[str, list[float]] = defaultdict(list)
+    watch = dict(watch or {})
+    cpu_samples: dict[str, list[tuple[float, float]]] = {name: [] for name in watch}
+
+    def sample_cpu(at: float) -> None:
+        for name, pid in watch.items():
+            cpu_samples[name].append((at - started, process_cpu_s(pid)))
+
     started = time.time()
+    sample_cpu(started)
+    next_sample = started + 1.0
     for i, ((key, value), found) in enumerate(zip(paced, ids, strict=True)):
         wait = started + i / rate - time.time()
         if wait > 0:
             time.sleep(wait)
         now = time.time()
+        if now >= next_sample:
+            sample_cpu(now)
+            next_sample = now + 1.0
         if found is not None:  # a dead letter never reaches the profile
             sent_by_id[found[0]] = now
             sent_by_user[found[1]].append(now)
         producer.produce(input_topic, value, key)
         producer.poll(0)
     producer.flush()
+    sample_cpu(time.time())
     achieved = count / (time.time() - started)
     time.sleep(settle_s)
     stop.set()
@@ -256,4 +311,5 @@ def paced_run(bootstrap: str, input_topic: str, output_topic: str, redis_url: st
         Percentiles.of([latency for _at, latency in redis_latency]),
         tuple((at - started, latency) for at, latency in kafka_latency),
         tuple((at - started, latency) for at, latency in redis_latency),
+        cpu={name: cpu_shares(samples) for name, samples in cpu_samples.items()},
     )

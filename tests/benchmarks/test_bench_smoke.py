@@ -23,7 +23,7 @@ from benchmarks.bench import (
     write_results,
 )
 from benchmarks.charts import write_charts
-from benchmarks.latency import Percentiles, redis_latencies
+from benchmarks.latency import Percentiles, cpu_shares, redis_latencies
 
 pytestmark = pytest.mark.integration
 
@@ -48,7 +48,11 @@ def test_every_scenario_runs_to_the_end_of_a_tiny_log() -> None:
         assert 0 < run.redis.p50 <= run.redis.p99 <= run.redis.max < 30_000
         # Every paced event is counted once in Redis (some may still be in flight at the end).
         assert run.redis.count <= int(run.rate * 1.0)
-    assert len(latency_table(latency).splitlines()) == 1 + 3 * len(latency)
+        # CPU sampled while pacing: the broker alone, then beside the worker.
+        assert set(run.cpu) == {"broker alone", "broker", "worker"}
+        assert all(0 <= share <= 1 for pair in run.cpu.values() for share in pair)
+        assert run.cpu["worker"][1] > 0
+    assert len(latency_table(latency).splitlines()) == 1 + 4 * len(latency)
 
 
 def test_recovery_gives_each_segstream_run_a_store_of_its_own() -> None:
@@ -60,6 +64,15 @@ def test_recovery_gives_each_segstream_run_a_store_of_its_own() -> None:
     assert all(r.events > 1000 and r.rate > 0 for r in results)
     _results, _latency, setting = run_bench(2000, 200, ["ceiling"], timeout_s=120)
     assert setting["recovery"] == "off"
+
+
+def test_cpu_shares_are_of_the_whole_machine_in_the_first_and_last_window() -> None:
+    samples = [(0.0, 0.0), (1.0, 0.2), (5.0, 1.0), (8.0, 2.0), (9.0, 3.5), (13.0, 9.0)]
+    first, last = cpu_shares(samples, window_s=5.0, cores=2)
+    assert first == pytest.approx(1.0 / 5 / 2)
+    assert last == pytest.approx((9.0 - 2.0) / (13.0 - 8.0) / 2)
+    assert cpu_shares([(0.0, 1.0), (0.5, 1.5)], cores=1) == (1.0, 1.0)  # shorter than a window
+    assert cpu_shares([(0.0, 1.0)], cores=1) == (0.0, 0.0)
 
 
 def test_percentiles_are_nearest_rank_in_ms() -> None:
