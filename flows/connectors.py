@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import threading
 import time
+from abc import abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -209,16 +210,16 @@ class EpochSink(FixedPartitionedSink[X, None]):
         """Build a partition; a process's partitions share the sink's one connection."""
         return _EpochPartition(self)
 
+    @abstractmethod
     def write(self, items: list[X]) -> None:
         """Start writing ``items``; raise :class:`SinkError` if an earlier write failed."""
-        raise NotImplementedError
 
+    @abstractmethod
     def wait(self, timeout: float | None = None) -> int:
         """Wait for every write so far; return how many items are still unwritten at ``timeout``.
 
         Raises :class:`SinkError` if a write failed.
         """
-        raise NotImplementedError
 
     def close(self) -> None:
         """Wait for every write; called when a partition closes (end of input)."""
