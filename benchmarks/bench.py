@@ -55,7 +55,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.charts import write_charts
-from benchmarks.latency import CPU_WINDOW_S, WARMUP_RECORDS, LatencyRun, paced_run
+from benchmarks.latency import CPU_WINDOW_S, WARMUP_RECORDS, LatencyRun, paced_run, process_cpu_s
 from benchmarks.resume import measure_resume
 from benchmarks.resume import report as resume_report
 from segstream.config import Config
@@ -136,11 +136,9 @@ def cpu_seconds(services: dict[str, subprocess.Popen[bytes] | None],
     """
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
     now = {"workers": children.ru_utime + children.ru_stime}
-    tick = os.sysconf("SC_CLK_TCK")
     for name, proc in services.items():
         if proc is not None:
-            fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-            now[name] = (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+            now[name] = process_cpu_s(proc.pid)
     return now if since is None else {k: v - since.get(k, 0.0) for k, v in now.items()}
 
 

@@ -14,7 +14,6 @@
 
 from __future__ import annotations
 
-import threading
 import time
 from abc import abstractmethod
 from collections.abc import Callable, Sequence
@@ -259,18 +258,17 @@ class KafkaOutSink(EpochSink[OutMessage]):
             **dict(config.kafka_options),
         }
         self._producer: Producer | None = None
-        self._lock = threading.Lock()
         self._undelivered: list[str] = []
 
     def _producer_now(self) -> Producer:
+        # One thread writes: the worker that is primary for this process's
+        # partition (the only partition that gets items).
         if self._producer is None:
-            with self._lock:
-                if self._producer is None:
-                    try:
-                        self._producer = Producer(self._settings)
-                    except KafkaException as exc:
-                        msg = f"cannot create a Kafka producer: {exc}"
-                        raise SinkError(msg) from exc
+            try:
+                self._producer = Producer(self._settings)
+            except KafkaException as exc:
+                msg = f"cannot create a Kafka producer: {exc}"
+                raise SinkError(msg) from exc
         return self._producer
 
     def _on_delivery(self, err: object, _msg: object) -> None:

@@ -224,21 +224,10 @@ class PendingApply:
     """
 
     def __init__(self, store: RedisStore, updates: Sequence[UserUpdate], updated_at: str | None,
-                 commands: list[tuple[Any, ...]]) -> None:
+                 pool: Any, conn: Any, count: int) -> None:
+        # ``conn``: the pool's connection the calls went out on (None: sending failed).
         self._store, self._updates, self._updated_at = store, updates, updated_at
-        self._count = len(commands)
-        self._conn: Any = None
-        if not commands:
-            return
-        pool = store._client.connection_pool  # noqa: SLF001 - the store's own client
-        conn: Any = pool.get_connection()  # redis-py leaves Connection untyped
-        try:
-            conn.send_packed_command(conn.pack_commands(commands))
-        except (redis.ConnectionError, redis.TimeoutError):
-            conn.disconnect()
-            pool.release(conn)
-            return
-        self._conn = conn
+        self._pool, self._conn, self._count = pool, conn, count
 
     def result(self) -> int:
         """Read the replies; return how many profile hashes were written or deleted."""
@@ -247,7 +236,7 @@ class PendingApply:
         conn, self._conn = self._conn, None
         if conn is None:
             return self._store.apply(self._updates, updated_at=self._updated_at)
-        pool = self._store._client.connection_pool  # noqa: SLF001
+        pool = self._pool
         try:
             written = sum(int(conn.read_response()) for _ in range(self._count))
         except (redis.ConnectionError, redis.TimeoutError, redis.exceptions.NoScriptError):
@@ -334,7 +323,17 @@ class RedisStore:
         for update in updates:
             keys, args = self._update_call(update, updated_at)
             commands.append(("EVALSHA", self._apply.sha, len(keys), *keys, *args))
-        return PendingApply(self, updates, updated_at, commands)
+        pool = self._client.connection_pool
+        if not commands:
+            return PendingApply(self, updates, updated_at, pool, None, 0)
+        conn: Any = pool.get_connection()  # redis-py leaves Connection untyped
+        try:
+            conn.send_packed_command(conn.pack_commands(commands))
+        except (redis.ConnectionError, redis.TimeoutError):
+            conn.disconnect()
+            pool.release(conn)
+            conn = None  # result() applies them the blocking way
+        return PendingApply(self, updates, updated_at, pool, conn, len(commands))
 
     def _update_call(self, update: UserUpdate, updated_at: str | None
                      ) -> tuple[list[str], list[Any]]:
