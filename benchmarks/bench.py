@@ -59,7 +59,7 @@ from benchmarks.latency import CPU_WINDOW_S, WARMUP_RECORDS, LatencyRun, paced_r
 from benchmarks.resume import measure_resume
 from benchmarks.resume import report as resume_report
 from segstream.config import Config
-from segstream.services import RedisServer, TansuBroker, clean_env, free_port
+from segstream.services import RedisServer, TansuBroker, clean_env, free_port, free_ports
 from segstream.tools.demo import processed, scrape
 
 SCENARIOS = ("ceiling", "full", "full_2p", "baseline")
@@ -150,7 +150,7 @@ def scenario_commands(scenario: str, expected: int) -> list[list[str]]:
     if scenario == "full":
         return [run]
     if scenario == "full_2p":
-        addresses = f"127.0.0.1:{free_port()},127.0.0.1:{free_port()}"
+        addresses = ",".join(f"127.0.0.1:{port}" for port in free_ports(2))
         return [[*run, "-i", str(i), "-a", addresses] for i in range(2)]
     if scenario == "baseline":
         return [[sys.executable, "-m", "benchmarks.baseline", "--consume-only", str(expected)]]

@@ -11,6 +11,7 @@ reading a topic, since ListOffsets "latest" is unreliable on Tansu.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -40,6 +41,33 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def free_ports(count: int, *, consecutive: bool = False) -> list[int]:
+    """Return ``count`` distinct TCP ports on 127.0.0.1 that were free together a moment ago.
+
+    ``consecutive`` asks for a run ``p, p+1, ...``, as `segstream run -i N`
+    serves metrics on ``metrics_port + N``. The ports are held together while
+    they are chosen: separate :func:`free_port` calls may return one port
+    twice, and the port after a free one is often an outgoing connection's.
+
+    >>> first, second = free_ports(2, consecutive=True)
+    >>> second - first
+    1
+    """
+    for _attempt in range(100):
+        with contextlib.ExitStack() as held:
+            ports: list[int] = []
+            try:
+                for index in range(count):
+                    sock = held.enter_context(socket.socket())
+                    sock.bind(("127.0.0.1", ports[0] + index if consecutive and ports else 0))
+                    ports.append(int(sock.getsockname()[1]))
+            except (OSError, OverflowError):  # taken, or past port 65535
+                continue
+            return ports
+    msg = f"found no {count} {'consecutive ' if consecutive else ''}free TCP ports on 127.0.0.1"
+    raise ServiceError(msg)
 
 
 def wait_for_port(port: int, *, timeout: float, proc: subprocess.Popen[bytes], what: str) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 import orjson
 
 from segstream.config import Config, load_config
-from segstream.services import TansuBroker, TopicRecord, clean_env, free_port
+from segstream.services import TansuBroker, TopicRecord, clean_env, free_ports
 from segstream.tools.replay import Record, read_jsonl
 from segstream.tools.demo import processed, scrape
 
@@ -45,15 +45,38 @@ def make_config(broker: TansuBroker, redis_url: str, prefix: str, input_topic: s
     })
 
 
-def start_worker(env: dict[str, str], *args: str, log: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-m", "segstream.cli", "run", *args], env=env,
-                            stdout=open(log, "ab"), stderr=subprocess.STDOUT)  # noqa: SIM115
+class WorkerProcess(subprocess.Popen[bytes]):
+    """A `segstream run` process writing its output to ``log``."""
+
+    def __init__(self, env: dict[str, str], args: tuple[str, ...], log: Path) -> None:
+        self.log = log
+        with open(log, "ab") as out:  # the child keeps its own descriptor
+            super().__init__([sys.executable, "-m", "segstream.cli", "run", *args], env=env,
+                             stdout=out, stderr=subprocess.STDOUT)
+
+
+def start_worker(env: dict[str, str], *args: str, log: Path) -> WorkerProcess:
+    return WorkerProcess(env, args, log)
+
+
+def assert_running(*workers: WorkerProcess) -> None:
+    """Fail with the exit code and the end of the log of any worker that has exited."""
+    for worker in workers:
+        if worker.poll() is not None:
+            tail = worker.log.read_text(errors="replace")[-4000:]
+            raise AssertionError(f"a worker exited with code {worker.returncode}; "
+                                 f"the end of {worker.log.name}:\n{tail}")
 
 
 def run_processes(env: dict[str, str], count: int, tmp_path: Path,
                   *args: str) -> tuple[list[int], str]:
-    """Run ``count`` `segstream run --until-end -i N -a ...` processes together; exit codes, logs."""
-    addresses = ",".join(f"127.0.0.1:{free_port()}" for _ in range(count))
+    """Run ``count`` `segstream run --until-end -i N -a ...` processes together; exit codes, logs.
+
+    Process N serves metrics on the N-th of ``count`` free ports.
+    """
+    ports = free_ports(2 * count, consecutive=True)  # metrics, then the cluster's addresses
+    env = env | {"SEGSTREAM_METRICS_PORT": str(ports[0])}
+    addresses = ",".join(f"127.0.0.1:{port}" for port in ports[count:])
     procs = [start_worker(env, "--until-end", "-i", str(i), "-a", addresses, *args,
                           log=tmp_path / f"p{i}.log") for i in range(count)]
     try:
@@ -70,13 +93,13 @@ def keyed(lines: list[bytes]) -> list[tuple[bytes, bytes]]:
     return [(r.key, r.value) for r in read_jsonl(lines) if isinstance(r, Record)]
 
 
-def wait_processed(port: int, at_least: int, proc: subprocess.Popen[bytes], timeout: float = 60) -> int:
+def wait_processed(port: int, at_least: int, proc: WorkerProcess, timeout: float = 60) -> int:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         done = processed(scrape(port))
         if done >= at_least:
             return done
-        assert proc.poll() is None, "worker exited early"
+        assert_running(proc)
         time.sleep(0.05)
     raise AssertionError(f"worker did not process {at_least} inputs within {timeout}s")
 

@@ -117,7 +117,7 @@ def test_two_processes_predict_with_one_set_of_models(
                          topic_factory("out"), topic_factory("dlq"))
     log = generate(400, 24_000, seed=6, malformed_rate=0.0)
     kafka_broker.produce(config.input_topics[0], keyed(log.lines))
-    env = worker_env(config, tmp_path / "recovery", metrics_port=free_port()) | {
+    env = worker_env(config, tmp_path / "recovery") | {
         "SEGSTREAM_CLUSTER_WARMUP": "300", "SEGSTREAM_CHURN_WARMUP": "50",
     }
     codes, logs = run_processes(env, 2, tmp_path)

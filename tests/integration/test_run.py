@@ -124,7 +124,7 @@ def test_two_processes_share_the_work_then_one_resumes_it(
     # The whole input is readable before the workers start: a worker that stops
     # at the end of its partitions must find all of it.
     assert len(kafka_broker.read_topic(config.input_topics[0])) == sent
-    env = worker_env(config, tmp_path / "shared-recovery", metrics_port=free_port())
+    env = worker_env(config, tmp_path / "shared-recovery")
     codes, logs = run_processes(env, 2, tmp_path)
     assert codes == [0, 0], logs[-3000:]
     assert logs.count("initialised recovery directory") == 1

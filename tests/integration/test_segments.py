@@ -14,10 +14,10 @@ import orjson
 import pytest
 from segstream.state.redis import RedisStore
 
-from segstream.services import RedisServer, TansuBroker, free_port
+from segstream.services import RedisServer, TansuBroker, free_ports
 from segstream.tools.demo import processed, scrape
 
-from .helpers import change_docs, make_config, start_worker, worker_env
+from .helpers import assert_running, change_docs, make_config, start_worker, worker_env
 
 pytestmark = pytest.mark.integration
 
@@ -100,7 +100,8 @@ def test_custom_segments_file_and_statistics_across_two_processes(
                                               revenue=round(total / len(hours), 2))))
     log.sort()  # in event time: none is late
     sent = kafka_broker.produce(config.input_topics[0], [(u.encode(), d) for _s, u, d in log])
-    port = free_port()
+    # Process i serves metrics on port + i; the cluster's addresses follow.
+    port, _, *cluster = free_ports(4, consecutive=True)
     env = worker_env(config, "", metrics_port=port) | {
         "SEGSTREAM_SEGMENTS_FILE": str(segments_file),
         "SEGSTREAM_TAXONOMY_ADD_TO_CART": "basket_add",
@@ -109,14 +110,14 @@ def test_custom_segments_file_and_statistics_across_two_processes(
     }
     check = subprocess_check(segments_file, env)
     assert "visitor -> shopper  on add_to_cart  [first_basket]" in check
-    addresses = f"127.0.0.1:{free_port()},127.0.0.1:{free_port()}"
+    addresses = ",".join(f"127.0.0.1:{p}" for p in cluster)
     workers = [start_worker(env, "-i", str(i), "-a", addresses, log=tmp_path / f"p{i}.log")
                for i in range(2)]
     try:
         deadline = time.monotonic() + 60
         while sum(processed(scrape(port + i)) for i in range(2)) < sent:
             assert time.monotonic() < deadline, "the workers did not take every event"
-            assert all(w.poll() is None for w in workers), "a worker exited"
+            assert_running(*workers)
             time.sleep(0.1)
         store = RedisStore.from_url(redis_server.url, redis_prefix)
         # `processed` counts events as they are parsed: their profiles reach
