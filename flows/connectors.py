@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from abc import abstractmethod
 from collections.abc import Callable, Sequence
@@ -196,6 +197,10 @@ class EpochSink(FixedPartitionedSink[X, None]):
             msg = f"process id {process_id} is not one of 0..{processes - 1}"
             raise ConfigError("--process-id", "command line", msg)
         self._process_id, self._processes = process_id, processes
+        # A process's partitions share the sink's connection: the last one to
+        # close releases it. Workers of one process may close theirs at once.
+        self._open_parts = 0
+        self._parts_lock = threading.Lock()
 
     def list_parts(self) -> list[str]:
         """List this process's partition and the ones no process of this count writes."""
@@ -207,6 +212,8 @@ class EpochSink(FixedPartitionedSink[X, None]):
 
     def build_part(self, step_id: str, for_part: str, resume_state: None) -> _EpochPartition[X]:
         """Build a partition; a process's partitions share the sink's one connection."""
+        with self._parts_lock:
+            self._open_parts += 1
         return _EpochPartition(self)
 
     @abstractmethod
@@ -220,9 +227,22 @@ class EpochSink(FixedPartitionedSink[X, None]):
         Raises :class:`SinkError` if a write failed.
         """
 
-    def close(self) -> None:
-        """Wait for every write; called when a partition closes (end of input)."""
+    @abstractmethod
+    def release(self) -> None:
+        """Close the connection; called once every partition of the process has closed.
+
+        Whatever was written has landed by then (each partition waits as it
+        closes). A later ``write`` would open a new connection.
+        """
+
+    def close_part(self) -> None:
+        """Wait for every write as a partition closes (end of input); the last one releases."""
         self.wait()
+        with self._parts_lock:
+            self._open_parts -= 1
+            last = self._open_parts == 0
+        if last:
+            self.release()
 
 
 class _EpochPartition(StatefulSinkPartition[X, None]):
@@ -238,7 +258,7 @@ class _EpochPartition(StatefulSinkPartition[X, None]):
         SINK_EPOCH_WAIT_SECONDS.labels(self._sink.label).observe(time.perf_counter() - started)
 
     def close(self) -> None:
-        self._sink.close()
+        self._sink.close_part()
 
 
 class KafkaOutSink(EpochSink[OutMessage]):
@@ -300,6 +320,10 @@ class KafkaOutSink(EpochSink[OutMessage]):
         self._raise_undelivered()
         return int(left)
 
+    def release(self) -> None:
+        """Drop the producer, which closes its connections (librdkafka destroys it)."""
+        self._producer = None
+
 
 def merge_updates(updates: Sequence[UserUpdate]) -> list[UserUpdate]:
     """Fold several updates of one user in a batch into one (changes kept in order).
@@ -356,6 +380,12 @@ class _RedisSink(EpochSink[X]):
         """Read the last batch's replies (``timeout`` is unused: the store's retries bound it)."""
         self._read_replies()
         return 0
+
+    def release(self) -> None:
+        """Close the connection to Redis."""
+        store, self._store = self._store, None
+        if store is not None:
+            store.close()
 
     def _read_replies(self) -> None:
         unread, self._unread = self._unread, None

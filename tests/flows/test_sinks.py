@@ -116,3 +116,32 @@ def test_redis_sink_failure_raises_by_the_epoch_close(redis_server: RedisServer,
     part.write_batch([_update("a", 1)])
     with pytest.raises(SinkError, match="redis: Redis failed a batch: ResponseError: WRONGTYPE"):
         part.snapshot()
+
+
+@pytest.mark.integration
+def test_the_last_partition_to_close_delivers_and_releases_the_connection(
+        redis_server: RedisServer, redis_prefix: str, kafka_broker: TansuBroker,
+        topic_factory: Callable[..., str]) -> None:
+    """At the end of input each closing partition waits; the last one closes the connection."""
+    raw = redis.Redis.from_url(redis_server.url)
+    before = len(raw.client_list())
+    sink = RedisSink(Config(redis_url=redis_server.url, redis_prefix=redis_prefix))
+    first, second = (sink.build_part("redis_out", name, None) for name in sink.list_parts()[:2])
+    first.write_batch([_update("a", 1)])
+    assert len(raw.client_list()) == before + 1
+    first.close()
+    assert raw.hget(f"{redis_prefix}user:a", "version") == b"1"
+    assert len(raw.client_list()) == before + 1, "released while a partition is open"
+    second.close()
+    deadline = time.monotonic() + 5
+    while len(raw.client_list()) != before:
+        assert time.monotonic() < deadline, "the sink kept its Redis connection"
+        time.sleep(0.01)
+
+    topic = topic_factory("sink")
+    kafka = KafkaOutSink(Config(brokers=(kafka_broker.bootstrap,), producer_linger_ms=60_000))
+    parts = [kafka.build_part("kafka_out", name, None) for name in kafka.list_parts()[:2]]
+    parts[1].write_batch(_messages(topic, 3))
+    for part in parts:
+        part.close()
+    assert [r.value for r in kafka_broker.read_topic(topic)] == [m.value for m in _messages(topic, 3)]
