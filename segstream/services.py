@@ -49,7 +49,8 @@ def free_ports(count: int, *, consecutive: bool = False) -> list[int]:
     ``consecutive`` asks for a run ``p, p+1, ...``, as `segstream run -i N`
     serves metrics on ``metrics_port + N``. The ports are held together while
     they are chosen: separate :func:`free_port` calls may return one port
-    twice, and the port after a free one is often an outgoing connection's.
+    twice, and the port after one that ``bind(0)`` gave has the parity Linux
+    gives outgoing connections, so it may be one's.
 
     >>> first, second = free_ports(2, consecutive=True)
     >>> second - first
