@@ -51,7 +51,7 @@ REDIS_PROFILE_WRITES = Counter(
 )
 SINK_BATCH_SECONDS = Histogram(
     "segstream_sink_batch_seconds",
-    "Time to write one batch to a sink, by sink (Redis: in its writer thread).",
+    "Time to hand one batch to a sink without waiting for it to land, by sink.",
     ["sink"],
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
 )
