@@ -28,7 +28,9 @@ It prints every table, writes the same text into the generated section of
 ``benchmarks/RESULTS.md`` (``--results``; between its ``bench:begin`` and
 ``bench:end`` markers, with the command, commit and date; the analysis around it
 is written by hand), writes the figures as JSON (``--json``) and draws the PNG
-charts from that JSON (``--charts``, default ``benchmarks/charts``). The broker
+charts from that JSON (``--charts``, default ``charts/`` beside the results
+file, with the JSON as ``bench.json``; a run with ``--results ''`` draws none
+unless asked). The broker
 is Tansu: its costs are in every figure, and production runs Apache Kafka.
 
     python -m benchmarks.bench                          # everything, about 75 min on 2 cores
@@ -64,6 +66,8 @@ from segstream.tools.demo import processed, scrape
 
 SCENARIOS = ("ceiling", "full", "full_2p", "baseline")
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
+CHART_DATA = "bench.json"
+"""The run's figures, written beside its charts (latency samples left out)."""
 BEGIN = "<!-- bench:begin: written by `make bench` (benchmarks/bench.py); edit outside the markers -->"
 END = "<!-- bench:end -->"
 LOADS = (0.25, 0.50, 0.90)
@@ -296,17 +300,18 @@ def measure_latency(broker: TansuBroker, redis_server: RedisServer,
                 raise RuntimeError("the latency worker did not take its warm-up: "
                                    + (tmp / "latency.log").read_text()[-2000:])
             time.sleep(0.2)
+        assert broker.proc is not None
+        broker_pid = broker.proc.pid
         runs, start = [], WARMUP_RECORDS
         for rate, topic, floor_topic in zip(rates, inputs, floors, strict=True):
             count = int(rate * seconds)
             paced = records[start:start + count]
-            assert broker.proc is not None
             floor = paced_run(broker.bootstrap, floor_topic, floor_topic, None, "", paced,
                               rate=rate, seconds=seconds, id_field="messageId",
-                              watch={"broker": broker.proc.pid})
+                              watch={"broker": broker_pid})
             run = paced_run(broker.bootstrap, topic, f"out-{name}", redis_server.url,
                             f"{name}:", paced, rate=rate, seconds=seconds,
-                            watch={"broker": broker.proc.pid, "worker": worker.pid})
+                            watch={"broker": broker_pid, "worker": worker.pid})
             cpu = {"broker alone": floor.cpu["broker"], **run.cpu}
             runs.append(replace(run, broker=floor.kafka, cpu=cpu))
             start += count
@@ -385,6 +390,22 @@ def commit() -> str:
     return f"{head}+changes" if dirty else head
 
 
+def chart_directory(charts: Path | None, results: str) -> Path | None:
+    """Where a run draws its charts: ``--charts``, else beside the results file it writes.
+
+    The generated section links the charts beside RESULTS.md, so a side run that
+    writes no results file (``--results ''``) must not redraw them either.
+
+    >>> chart_directory(None, "benchmarks/RESULTS.md")
+    PosixPath('benchmarks/charts')
+    >>> chart_directory(None, "") is None
+    True
+    """
+    if charts is not None:
+        return charts
+    return Path(results).parent / "charts" if results else None
+
+
 def results_section(command: str, printed: Sequence[str], charts: Sequence[Path],
                     results: Path, at: str | None = None) -> str:
     """The generated section of RESULTS.md: the command, then exactly what was printed.
@@ -435,8 +456,9 @@ def main(argv: Sequence[str] | None = None) -> None:
                     help="give the segstream runs Bytewax recovery, as `segstream run` has by "
                          "default (off otherwise: no snapshots, no epoch commits)")
     ap.add_argument("--json", type=Path, help="write the results here as JSON")
-    ap.add_argument("--charts", type=Path, default=Path(__file__).resolve().parent / "charts",
-                    help="directory for the PNG charts (default benchmarks/charts)")
+    ap.add_argument("--charts", type=Path,
+                    help="directory for the PNG charts (default: charts/ beside the --results "
+                         "file; none without one)")
     ap.add_argument("--results", default=str(RESULTS),
                     help="Markdown file whose generated section gets the printed tables "
                          "(default benchmarks/RESULTS.md; empty: none)")
@@ -475,9 +497,15 @@ def main(argv: Sequence[str] | None = None) -> None:
         "memory": memory["sizes"] if memory else [],
         "resume": resume,
     }
+    figures = json.dumps(document, indent=2)
     if args.json:
-        args.json.write_text(json.dumps(document, indent=2))
-    charts = write_charts(document, args.charts)
+        args.json.write_text(figures)
+    where = chart_directory(args.charts, args.results)
+    charts: list[Path] = []
+    if where is not None:
+        charts = write_charts(document, where)
+        # The figures behind the charts, kept with them (`python -m benchmarks.charts` redraws).
+        (where / CHART_DATA).write_text(figures)
     for path in charts:
         print(f"chart: {path}")
     if args.results:

@@ -1,10 +1,11 @@
 """PNG charts of a ``make bench`` result: throughput bars, latency against load, memory against users.
 
-    python -m benchmarks.charts bench.json benchmarks/charts/
+    python -m benchmarks.charts benchmarks/charts/bench.json benchmarks/charts/
 
-Each chart is drawn from the JSON that ``python -m benchmarks.bench --json``
-wrote, so the pictures in ``benchmarks/RESULTS.md`` show the figures the run
-printed. A part the run skipped (no latency runs, no memory sizes) draws no chart.
+Each chart is drawn from the figures ``python -m benchmarks.bench`` printed
+(it keeps them beside the charts as ``bench.json``, and in ``--json FILE``), so
+the pictures in ``benchmarks/RESULTS.md`` show the figures the run printed.
+A part the run skipped (no latency runs, no memory sizes) draws no chart.
 """
 
 from __future__ import annotations

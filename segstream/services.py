@@ -38,9 +38,7 @@ PRODUCER_TUNING = {"linger.ms": "5"}
 
 def free_port() -> int:
     """Return a TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    return free_ports(1)[0]
 
 
 def free_ports(count: int, *, consecutive: bool = False) -> list[int]:

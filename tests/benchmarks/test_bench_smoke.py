@@ -14,6 +14,7 @@ import pytest
 from benchmarks.bench import (
     SCENARIOS,
     Result,
+    chart_directory,
     cpu_seconds,
     latency_table,
     main,
@@ -112,7 +113,7 @@ def test_one_command_prints_every_part_writes_json_and_draws_the_charts(
     results.write_text("# Benchmark results\n\nHand-written analysis.\n")
     args = ["--events", "3000", "--users", "300", "--scenarios", "ceiling,full", "--runs", "2",
             "--latency-seconds", "0", "--memory-users", "1000", "--resume-users", "300",
-            "--json", str(out), "--charts", str(tmp_path / "charts"), "--results", str(results)]
+            "--json", str(out), "--results", str(results)]  # charts: beside the results file
     main(args)
     printed = capsys.readouterr().out
     document = json.loads(out.read_text())
@@ -128,6 +129,7 @@ def test_one_command_prints_every_part_writes_json_and_draws_the_charts(
         png = tmp_path / "charts" / f"{name}.png"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and f"chart: {png}" in printed
     assert not (tmp_path / "charts" / "latency.png").exists()  # no latency runs, no chart
+    assert json.loads((tmp_path / "charts" / "bench.json").read_text()) == document
     # RESULTS.md gets exactly the printed tables, the command and the charts;
     # the hand-written text stays.
     written = results.read_text()
@@ -144,6 +146,15 @@ def test_one_command_prints_every_part_writes_json_and_draws_the_charts(
     again = results.read_text()
     assert again.count("<!-- bench:begin") == 1 and "`again`" in again
     assert "Hand-written analysis." in again and "```text\ntable\n```" in again
+
+
+def test_charts_go_beside_the_results_file_and_a_run_without_one_draws_none(
+        tmp_path: Path) -> None:
+    results = tmp_path / "RESULTS.md"
+    assert chart_directory(None, str(results)) == tmp_path / "charts"
+    assert chart_directory(tmp_path / "elsewhere", "") == tmp_path / "elsewhere"
+    # A side run (`--results ''`) must not redraw the charts RESULTS.md links.
+    assert chart_directory(None, "") is None
 
 
 def test_the_latency_chart_draws_every_load(tmp_path: Path) -> None:

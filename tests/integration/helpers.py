@@ -68,15 +68,21 @@ def assert_running(*workers: WorkerProcess) -> None:
                                  f"the end of {worker.log.name}:\n{tail}")
 
 
-def run_processes(env: dict[str, str], count: int, tmp_path: Path,
-                  *args: str) -> tuple[list[int], str]:
-    """Run ``count`` `segstream run --until-end -i N -a ...` processes together; exit codes, logs.
+def cluster_ports(count: int) -> tuple[int, str]:
+    """Ports for ``count`` processes: the metrics port and the ``-a`` addresses.
 
-    Process N serves metrics on the N-th of ``count`` free ports.
+    Process N serves metrics on ``metrics_port + N``; all the ports are chosen
+    together, so none of them is taken when the processes start.
     """
     ports = free_ports(2 * count, consecutive=True)  # metrics, then the cluster's addresses
-    env = env | {"SEGSTREAM_METRICS_PORT": str(ports[0])}
-    addresses = ",".join(f"127.0.0.1:{port}" for port in ports[count:])
+    return ports[0], ",".join(f"127.0.0.1:{port}" for port in ports[count:])
+
+
+def run_processes(env: dict[str, str], count: int, tmp_path: Path,
+                  *args: str) -> tuple[list[int], str]:
+    """Run ``count`` `segstream run --until-end -i N -a ...` processes together; exit codes, logs."""
+    metrics_port, addresses = cluster_ports(count)
+    env = env | {"SEGSTREAM_METRICS_PORT": str(metrics_port)}
     procs = [start_worker(env, "--until-end", "-i", str(i), "-a", addresses, *args,
                           log=tmp_path / f"p{i}.log") for i in range(count)]
     try:

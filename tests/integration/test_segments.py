@@ -14,10 +14,17 @@ import orjson
 import pytest
 from segstream.state.redis import RedisStore
 
-from segstream.services import RedisServer, TansuBroker, free_ports
+from segstream.services import RedisServer, TansuBroker
 from segstream.tools.demo import processed, scrape
 
-from .helpers import assert_running, change_docs, make_config, start_worker, worker_env
+from .helpers import (
+    assert_running,
+    change_docs,
+    cluster_ports,
+    make_config,
+    start_worker,
+    worker_env,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -100,8 +107,7 @@ def test_custom_segments_file_and_statistics_across_two_processes(
                                               revenue=round(total / len(hours), 2))))
     log.sort()  # in event time: none is late
     sent = kafka_broker.produce(config.input_topics[0], [(u.encode(), d) for _s, u, d in log])
-    # Process i serves metrics on port + i; the cluster's addresses follow.
-    port, _, *cluster = free_ports(4, consecutive=True)
+    port, addresses = cluster_ports(2)  # process i serves metrics on port + i
     env = worker_env(config, "", metrics_port=port) | {
         "SEGSTREAM_SEGMENTS_FILE": str(segments_file),
         "SEGSTREAM_TAXONOMY_ADD_TO_CART": "basket_add",
@@ -110,7 +116,6 @@ def test_custom_segments_file_and_statistics_across_two_processes(
     }
     check = subprocess_check(segments_file, env)
     assert "visitor -> shopper  on add_to_cart  [first_basket]" in check
-    addresses = ",".join(f"127.0.0.1:{p}" for p in cluster)
     workers = [start_worker(env, "-i", str(i), "-a", addresses, log=tmp_path / f"p{i}.log")
                for i in range(2)]
     try:
