@@ -45,6 +45,9 @@ from segstream.metrics import REDIS_PROFILE_WRITES, SINK_BATCH_SECONDS, SINK_EPO
 
 X = TypeVar("X")
 
+SourceItem = KafkaSourceMessage[bytes | None, bytes | None] | KafkaError[bytes | None, bytes | None]
+"""What a Kafka source emits: a message, or a consumer error carrying one."""
+
 
 class SinkError(SegstreamError):
     """A sink could not write its batch; the worker stops rather than lose output."""
@@ -78,31 +81,54 @@ class _SegstreamKafkaSource(KafkaSource):
       after the event in the same batch.
     """
 
-    def __init__(self, *args: object, admin_config: dict[str, str], **kwargs: object) -> None:
+    def __init__(self, *args: object, admin_config: dict[str, str],
+                 shard: tuple[int, int] = (0, 1), after: _SegstreamKafkaSource | None = None,
+                 **kwargs: object) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         self._admin_config = admin_config
+        self._shard = shard
+        self._after = after
+        self._lock = threading.Lock()
+        self.reading = 0
+        """This process's partitions of the source that have not ended."""
+
+    def ended_one(self) -> None:
+        with self._lock:
+            self.reading -= 1
 
     def list_parts(self) -> list[str]:
         client = AdminClient(self._admin_config)
         client.poll(0)
-        return list(_list_parts(client, self._topics))
+        return shard_parts(list(_list_parts(client, self._topics)), *self._shard)
 
     def build_part(self, step_id: str, for_part: str, resume_state: int | None
                    ) -> _KafkaSourcePartition:
         part = super().build_part(step_id, for_part, resume_state)
         part.__class__ = _PatientPartition
+        assert isinstance(part, _PatientPartition)
+        part.source, part.after = self, self._after
+        with self._lock:
+            self.reading += 1
         return part
 
 
 class _PatientPartition(_KafkaSourcePartition):
-    """A source partition that ends only after it stayed at its end for :data:`END_GRACE_S`."""
+    """A source partition that ends only after it stayed at its end for :data:`END_GRACE_S`.
+
+    With ``after``, it also waits until that source's partitions have ended.
+    """
 
     _end_since: float | None = None
+    source: _SegstreamKafkaSource | None = None
+    after: _SegstreamKafkaSource | None = None
 
     def next_batch(self) -> list[KafkaSourceMessage[bytes | None, bytes | None]
                                   | KafkaError[bytes | None, bytes | None]]:
         if self._end_since is not None and time.monotonic() - self._end_since >= END_GRACE_S:
-            raise StopIteration
+            if self.after is None or self.after.reading <= 0:
+                if self.source is not None:
+                    self.source.ended_one()
+                raise StopIteration
         batch: list[KafkaSourceMessage[bytes | None, bytes | None]
                     | KafkaError[bytes | None, bytes | None]] = []
         for msg in self._consumer.consume(self._batch_size, 0.001):
@@ -136,18 +162,60 @@ def consumer_settings(config: Config) -> dict[str, str]:
     }
 
 
-def kafka_source(config: Config, *, tail: bool = True) -> KafkaSource:
-    """Build the clickstream source; ``tail=False`` stops at the end of the topics."""
+def kafka_source(config: Config, *, tail: bool = True, topics: Sequence[str] | None = None,
+                 after: KafkaSource | None = None) -> KafkaSource:
+    """Build the clickstream source; ``tail=False`` stops at the end of the topics.
+
+    It reads this process's shard of the input partitions (every partition
+    unless ``config.shards > 1``, see :func:`shard_parts`). ``topics``: read
+    these topics instead, every partition of them. ``after``: a bounded source
+    built here that must end first (shard 0 learns what the other shards send
+    while it reads its own input, then until its learn topic stays quiet).
+    """
+    if after is not None and not isinstance(after, _SegstreamKafkaSource):
+        raise TypeError("after must be a source built by kafka_source")
     admin = {"bootstrap.servers": ",".join(config.brokers), **dict(config.kafka_options)}
     return _SegstreamKafkaSource(
         list(config.brokers),
-        list(config.input_topics),
+        list(config.input_topics if topics is None else topics),
         tail=tail,
         add_config=consumer_settings(config),
         batch_size=config.source_batch_size,
         raise_on_errors=False,
         admin_config=admin,
+        shard=(config.shard, config.shards) if topics is None else (0, 1),
+        after=after,
     )
+
+
+def shard_parts(parts: Sequence[str], shard: int, shards: int) -> list[str]:
+    """Return the source partitions (Bytewax's ``"{partition}-{topic}"``) of one shard.
+
+    Partition ``p`` of every topic goes to shard ``p mod shards``. A user's
+    events stay in one shard only if they stay in one partition number: every
+    topic keyed by user, with the same partition count.
+
+    >>> shard_parts(["0-clicks", "1-clicks", "2-clicks", "3-clicks"], 1, 2)
+    ['1-clicks', '3-clicks']
+
+    Raises:
+        ConfigError: the topics' partition counts differ, or are fewer than the
+            shards (a shard would read nothing).
+
+    """
+    counts: dict[str, int] = {}
+    for part in parts:
+        topic = part.split("-", 1)[1]
+        counts[topic] = counts.get(topic, 0) + 1
+    if shards > 1:
+        if len(set(counts.values())) > 1:
+            listing = ", ".join(f"{topic}: {count}" for topic, count in sorted(counts.items()))
+            raise ConfigError("shards", "config", "the input topics must have the same partition "
+                              f"count, or a user's events would reach two shards ({listing})")
+        if any(count < shards for count in counts.values()):
+            raise ConfigError("shards", "config", f"{shards} shards need at least {shards} "
+                              f"partitions in every input topic ({min(counts.values())} found)")
+    return [part for part in parts if int(part.split("-", 1)[0]) % shards == shard]
 
 
 SINK_PARTITIONS = 256

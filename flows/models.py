@@ -20,10 +20,12 @@ import uuid
 from collections import Counter
 
 import orjson
+from bytewax.connectors.kafka import KafkaError
 from bytewax.operators import StatefulBatchLogic
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
-from segstream.flows.connectors import OutMessage, consumer_settings
+from segstream.flows.connectors import OutMessage, SourceItem, consumer_settings
 from segstream.operators.changes import model_event_value
+from segstream.operators.events import Reason, Rejected
 from segstream.operators.models import LearnItem, ModelEvent, ModelHub, Models, Predictor
 from segstream.operators.user import UserUpdate
 
@@ -51,6 +53,23 @@ log = logging.getLogger(__name__)
 def learn_items(update: UserUpdate) -> list[tuple[str, LearnItem]]:
     """Route an update's snapshots and labels to the learner."""
     return [(LEARNER_KEY, item) for item in update.learn]
+
+
+def learn_messages(topic: str, updates: list[UserUpdate]) -> list[OutMessage]:
+    """Serialize a batch's snapshots and labels for shard 0's learner (``model_learn_topic``)."""
+    return [OutMessage(topic, None, item.to_json()) for update in updates for item in update.learn]
+
+
+def read_learn_message(item: SourceItem) -> tuple[str, LearnItem] | Rejected:
+    """Read a message of ``model_learn_topic``, routed to the learner; unreadable: a dead letter."""
+    msg = item.msg if isinstance(item, KafkaError) else item
+    where = (msg.value, msg.key, msg.topic, msg.partition, msg.offset)
+    if isinstance(item, KafkaError):
+        return Rejected(Reason.SOURCE_ERROR, str(item.err), *where)
+    try:
+        return LEARNER_KEY, LearnItem.from_json(msg.value)
+    except StateError as exc:
+        return Rejected(Reason.WRONG_TYPE, exc.problem, *where)
 
 
 class LearnerStep(StatefulBatchLogic[LearnItem, ModelEvent, bytes]):

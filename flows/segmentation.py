@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import bytewax.operators as op
-from bytewax.connectors.kafka import KafkaError, KafkaSourceMessage
+from bytewax.connectors.kafka import KafkaError, KafkaSource
 from bytewax.dataflow import Dataflow, Stream
 from bytewax.inputs import Source
 from bytewax.operators import StatefulBatchLogic
@@ -27,9 +27,16 @@ from segstream.flows.connectors import (
     OutMessage,
     RedisModelSink,
     RedisSink,
+    SourceItem,
     kafka_source,
 )
-from segstream.flows.models import LearnerStep, learn_items, model_event_messages
+from segstream.flows.models import (
+    LearnerStep,
+    learn_items,
+    learn_messages,
+    model_event_messages,
+    read_learn_message,
+)
 from segstream.flows.timers import ClockSource, WorkerState, WorkerStates
 from segstream.operators.changes import change_key, change_value, dead_letter_headers
 from segstream.operators.event_time import PartitionWatermark, Stamped, Tick
@@ -58,8 +65,6 @@ from segstream.metrics import (
 )
 
 X = TypeVar("X")
-
-SourceItem = KafkaSourceMessage[bytes | None, bytes | None] | KafkaError[bytes | None, bytes | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -366,6 +371,7 @@ def build_flow(
     clock_interval_s: float | None = None,
     hub: ModelHub | None = None,
     population: Population | None = None,
+    learn_source: Source[SourceItem] | None = None,
 ) -> Dataflow:
     """Assemble the segmentation dataflow.
 
@@ -385,6 +391,12 @@ def build_flow(
             this process's users. ``segstream run`` passes one that a
             :class:`~segstream.flows.population.PopulationSync` merges with the
             other processes'.
+        learn_source: with ``config.shards > 1``, where shard 0 reads the other
+            shards' snapshots and labels; default: the ``model_learn_topic``.
+
+    Shards (``config.shards > 1``, independent processes that share nothing in
+    Bytewax): shard 0 holds the learner and also learns what the others send
+    on ``model_learn_topic``; the others send it there and have no learner.
 
     """
     config = load_config() if config is None else config
@@ -412,7 +424,9 @@ def build_flow(
         return _UserStep(users, resume, workers.mine())
 
     flow = Dataflow("segstream")
-    raw = op.input("clickstream", flow, source or kafka_source(config, tail=tail))
+    if source is None:
+        source = kafka_source(config, tail=tail)
+    raw = op.input("clickstream", flow, source)
     # KafkaSourceMessage | KafkaError
     by_partition = op.key_on("key_by_partition", raw, partition_of)
     parsed = op.key_rm("unkey_partition", op.stateful_batch("parse", by_partition, parse_step))
@@ -435,17 +449,44 @@ def build_flow(
         "serialize_changes", updates, lambda batch: change_messages(config.output_topic, batch)
     )
     # OutMessage (segment-changes topic)
+    to_kafka = [changes, dead_letters]
+    if config.shard > 0:
+        to_kafka.append(op.flat_map_batch(
+            "serialize_learn_items", updates,
+            lambda batch: learn_messages(config.model_learn_topic, batch)))
+        # OutMessage (model-learn topic, to shard 0's learner)
+    else:
+        if learn_source is None and config.shards > 1:
+            learn_source = kafka_source(config, tail=tail, topics=[config.model_learn_topic],
+                                        after=source if isinstance(source, KafkaSource) else None)
+        to_kafka.extend(_learner(flow, config, hub, updates, learn_source=learn_source,
+                                 models_sink=sinks.models))
+    _output("kafka_out", op.merge("to_kafka", *to_kafka), sinks.kafka)
+    _output("redis_out", updates, sinks.redis)
+    return flow
+
+
+def _learner(flow: Dataflow, config: Config, hub: ModelHub, updates: Stream[UserUpdate], *,
+             learn_source: Source[SourceItem] | None,
+             models_sink: Sink[ModelEvent] | FixedPartitionedSink[ModelEvent, Any] | None,
+             ) -> list[Stream[OutMessage]]:
+    """Wire the model learner; return its Kafka output (model events, unreadable learn items)."""
     to_learner = op.flat_map("to_learner", updates, learn_items)
     # ("models", LearnItem)
+    out = []
+    if learn_source is not None:
+        sent = op.input("model_learn", flow, learn_source)
+        read = op.branch("read_learn_items", op.map("parse_learn_items", sent, read_learn_message),
+                         lambda item: isinstance(item, tuple))
+        to_learner = op.merge("learn_from_every_shard", to_learner, read.trues)
+        out.append(op.map("dead_learn_item", read.falses, lambda r: dead_letter(config.dlq_topic, r)))
     model_events = op.key_rm("unkey_models", op.stateful_batch(
         "learn", to_learner, lambda resume: LearnerStep(hub, resume)))
     # ModelEvent
-    model_messages = op.flat_map_batch(
+    out.append(op.flat_map_batch(
         "serialize_model_events", model_events,
-        lambda batch: model_event_messages(config.model_events_topic, batch))
+        lambda batch: model_event_messages(config.model_events_topic, batch)))
     # OutMessage (model-events topic)
-    _output("kafka_out", op.merge("to_kafka", changes, dead_letters, model_messages), sinks.kafka)
-    _output("redis_out", updates, sinks.redis)
-    if sinks.models is not None:
-        _output("redis_models", model_events, sinks.models)
-    return flow
+    if models_sink is not None:
+        _output("redis_models", model_events, models_sink)
+    return out

@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import orjson
 import river.cluster
 import river.drift
 import river.linear_model
@@ -196,6 +197,53 @@ class LearnItem:
     churned: bool | None = None
     predicted: float | None = None
     event_time: float = 0.0
+
+    def to_json(self) -> bytes:
+        """Encode for the ``model-learn`` topic (plain JSON, as the model events are).
+
+        >>> item = LearnItem(cluster_x={"bounce_rate": 0.5}, event_time=60.0)
+        >>> item.to_json()
+        b'{"cluster_x":{"bounce_rate":0.5},"churn_x":null,"churned":null,"predicted":null,"event_time":60.0}'
+        >>> LearnItem.from_json(item.to_json()) == item
+        True
+        """
+        return orjson.dumps({"cluster_x": self.cluster_x, "churn_x": self.churn_x,
+                             "churned": self.churned, "predicted": self.predicted,
+                             "event_time": self.event_time})
+
+    @staticmethod
+    def from_json(value: bytes | None) -> LearnItem:
+        """Decode :meth:`to_json` output.
+
+        Raises:
+            StateError: not such a document (a field missing or of the wrong type).
+
+        """
+        try:
+            data = orjson.loads(value or b"")
+            return LearnItem(
+                cluster_x=_vector(data["cluster_x"]), churn_x=_vector(data["churn_x"]),
+                churned=_optional(data["churned"], bool), predicted=_optional(data["predicted"], float),
+                event_time=float(data["event_time"]),
+            )
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+            raise StateError("model-learn", f"not a learn item: {exc!r}") from exc
+
+
+def _vector(raw: Any) -> dict[str, float] | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        raise TypeError(f"expected a feature vector, got {raw!r}")
+    return {str(name): float(x) for name, x in raw.items()}
+
+
+def _optional(raw: Any, kind: type) -> Any:
+    if raw is None:
+        return None
+    if kind is bool and not isinstance(raw, bool):
+        raise TypeError(f"expected true or false, got {raw!r}")
+    return kind(raw)
 
 
 @dataclass(frozen=True, slots=True)

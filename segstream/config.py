@@ -228,6 +228,21 @@ class Config:
     workers_per_process: int = field(
         default=1, metadata=_doc("Bytewax workers per process (scale with processes instead).")
     )
+    shards: int = field(
+        default=1,
+        metadata=_doc("Independent processes the input partitions are split between (partition "
+                      "p goes to shard p mod shards): no Bytewax cluster, nothing exchanged "
+                      "between them; 1 means one process reads every partition."),
+    )
+    shard: int = field(
+        default=0,
+        metadata=_doc("This process's shard, 0 to shards - 1; shard 0 holds the model learner."),
+    )
+    model_learn_topic: str = field(
+        default="segstream-model-learn",
+        metadata=_doc("Topic on which shards other than 0 send feature snapshots and churn "
+                      "labels to shard 0's model learner (used only when shards > 1)."),
+    )
     taxonomy: Taxonomy = field(
         default=DEFAULT_TAXONOMY,
         metadata=_doc("Event name -> semantic role mapping ([taxonomy] table)."),
@@ -470,6 +485,19 @@ def _check_models(config: Config, source: str) -> None:
     if config.model_events_topic in (config.output_topic, config.dlq_topic, *config.input_topics):
         raise ConfigError("model_events_topic", source,
                           "must differ from the output, dead-letter and input topics")
+    _check_shards(config, source)
+
+
+def _check_shards(config: Config, source: str) -> None:
+    if config.shards < 1:
+        raise ConfigError("shards", source, "must be >= 1")
+    if config.shard >= config.shards:
+        raise ConfigError("shard", source,
+                          f"must be below shards ({config.shards}): shards are numbered from 0")
+    if config.shards > 1 and config.model_learn_topic in (
+            config.output_topic, config.dlq_topic, config.model_events_topic, *config.input_topics):
+        raise ConfigError("model_learn_topic", source,
+                          "must differ from the output, dead-letter, model-events and input topics")
 
 
 def describe() -> list[tuple[str, str, str, str]]:

@@ -93,6 +93,10 @@ def test_taxonomy_from_file_and_env(tmp_path: Path) -> None:
         ("allowed_lateness_s = -5", {}, "allowed_lateness_s", ">= 0"),
         ("", {"SEGSTREAM_RECOVERY_PARTITIONS": "0"}, "recovery_partitions", "at least 1"),
         ("gc_threshold = -1", {}, "gc_threshold", "must be >= 0"),
+        ("shards = 0", {}, "shards", ">= 1"),
+        ("shards = 2", {"SEGSTREAM_SHARD": "2"}, "shard", "numbered from 0"),
+        ("", {"SEGSTREAM_SHARD": "1"}, "shard", "below shards (1)"),
+        ('shards = 2\nmodel_learn_topic = "segment-changes"', {}, "model_learn_topic", "must differ"),
     ],
 )
 def test_bad_settings_fail_naming_the_field(tmp_path: Path, text: str, env: dict[str, str],
@@ -206,3 +210,30 @@ def test_the_worker_collects_garbage_less_often_and_freezes_what_start_up_built(
     finally:
         gc.unfreeze()
         gc.set_threshold(*saved)
+
+
+def test_a_shard_s_recovery_directory_holds_that_shard_alone(tmp_path: Path) -> None:
+    """A shard's state is its partitions' users: another shard or shard count must not resume it."""
+    from segstream.tools.run import LAYOUT_FILE, recovery_config  # noqa: PLC0415
+
+    def config(directory: str, **env: str) -> Config:
+        return load_config(env={"SEGSTREAM_RECOVERY_DIR": str(tmp_path / directory),
+                                "SEGSTREAM_RECOVERY_PARTITIONS": "1", **env})
+
+    shard_0 = config("s0", SEGSTREAM_SHARDS="2", SEGSTREAM_SHARD="0")
+    recovery_config(shard_0, partitions=1)
+    assert recovery_config(shard_0, partitions=1) is not None  # its own directory again
+    with pytest.raises(ConfigError) as info:
+        recovery_config(shard_0.replace(shard=1), partitions=1)
+    assert info.value.field == "shard" and "holds the state of shard 0 of 2" in str(info.value)
+    with pytest.raises(ConfigError) as info:
+        recovery_config(shard_0.replace(shards=3), partitions=1)
+    assert info.value.field == "shards"
+    assert recovery_config(config("one"), partitions=1) is not None
+    with pytest.raises(ConfigError, match="an unsharded run"):
+        recovery_config(shard_0.replace(recovery_dir=str(tmp_path / "one")), partitions=1)
+    # A directory from before shards existed has no layout file: an unsharded run's.
+    (tmp_path / "one" / LAYOUT_FILE).unlink()
+    assert recovery_config(config("one"), partitions=1) is not None
+    with pytest.raises(ConfigError, match="an unsharded run"):
+        recovery_config(shard_0.replace(recovery_dir=str(tmp_path / "one")), partitions=1)

@@ -6,9 +6,19 @@ runs the dataflow until SIGTERM or SIGINT, on which it stops cleanly: sinks
 are flushed and closed; the next start resumes from the last snapshot and
 replays at most one snapshot interval (at-least-once).
 
-Scaling: run N processes with ``--process-id i --addresses host0:port,...``
-(Bytewax's ``-i/-a``); each serves metrics on ``metrics_port + i``. Within a
-process, more workers share one GIL, so processes are the way to scale.
+Scaling: within a process, more workers share one GIL, so processes are the
+way to scale, in one of two ways; process ``i`` serves metrics on
+``metrics_port + i`` in both.
+
+- Shards (``shards = N``, ``shard = i`` in each process): N independent
+  processes, each reading the input partitions ``p`` with ``p mod N == i``,
+  with its own recovery directory. Nothing crosses between them in Bytewax;
+  shard 0 holds the model learner and the others send it what the models
+  learn from on ``model_learn_topic``. The fastest way (``benchmarks/RESULTS.md``);
+  the shard count is fixed for the life of the recovery directories.
+- A Bytewax cluster (``--process-id i --addresses host0:port,...``, Bytewax's
+  ``-i/-a``): users are exchanged between processes by key, so the process
+  count may change between runs on one shared recovery directory.
 """
 
 from __future__ import annotations
@@ -22,6 +32,8 @@ from datetime import timedelta
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
+
+import orjson
 
 from segstream.config import Config, load_config, load_segments
 from segstream.errors import ConfigError, SegstreamError
@@ -70,8 +82,55 @@ def recovery_config(config: Config, partitions: int) -> Any:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not any(directory.glob("part-*.sqlite3")):
             init_db_dir(directory, partitions)
+            (directory / LAYOUT_FILE).write_bytes(orjson.dumps(_layout(config)))
             log.info("initialised recovery directory %s with %d partitions", directory, partitions)
+        else:
+            _check_layout(config, directory)
     return RecoveryConfig(str(directory), backup_interval=timedelta(seconds=config.backup_interval_s))
+
+
+LAYOUT_FILE = "segstream-layout.json"
+"""Which shard a recovery directory holds: a shard's state is its partitions' users only."""
+
+
+def _layout(config: Config) -> dict[str, int]:
+    return {"shards": config.shards, "shard": config.shard}
+
+
+def _check_layout(config: Config, directory: Path) -> None:
+    """Refuse a recovery directory written by another shard, or by another shard count.
+
+    A directory from before shards existed (no layout file) holds an unsharded run.
+    """
+    path = directory / LAYOUT_FILE
+    try:
+        found = orjson.loads(path.read_bytes())
+    except FileNotFoundError:
+        found = {"shards": 1, "shard": 0}
+    except orjson.JSONDecodeError as exc:
+        raise ConfigError("recovery_dir", "config", f"{path} is unreadable: {exc}") from exc
+    if found == _layout(config):
+        return
+    held = "an unsharded run" if found.get("shards") == 1 else \
+        f"shard {found.get('shard')} of {found.get('shards')}"
+    raise ConfigError(
+        "shards" if found.get("shards") != config.shards else "shard", "config",
+        f"{directory} holds the state of {held}, and this is shard {config.shard} of "
+        f"{config.shards}: give each shard its own recovery_dir, and keep the shard count "
+        "(changing it moves users between shards; start the new count on empty directories)")
+
+
+def _check_shard_topics(config: Config) -> None:
+    """Fail at start-up if the input topics cannot be sharded, or shard 0's learn topic is missing."""
+    from segstream.flows.connectors import kafka_source  # noqa: PLC0415 - keep --help fast
+
+    parts = kafka_source(config).list_parts()  # raises ConfigError naming the problem
+    log.info("shard %d of %d reads %s", config.shard, config.shards, ", ".join(parts))
+    if config.shard == 0:
+        try:
+            kafka_source(config, topics=[config.model_learn_topic]).list_parts()
+        except RuntimeError as exc:
+            raise ConfigError("model_learn_topic", "config", f"shard 0 cannot read it: {exc}") from exc
 
 
 def tune_gc(threshold: int) -> None:
@@ -153,15 +212,22 @@ def _cmd_run(args: argparse.Namespace) -> int:
     process_id = args.process_id
     if (addresses is None) != (process_id is None):
         raise ConfigError("--addresses", "command line", "give --process-id and --addresses together")
+    if addresses is not None and config.shards > 1:
+        raise ConfigError("--addresses", "command line", "a shard (shards > 1) runs on its own: "
+                          "scale with shards or with a Bytewax cluster (-i/-a), not both")
     processes = len(addresses) if addresses else 1
+    # This process's index among the processes: metrics port, population statistics.
+    index = config.shard if config.shards > 1 else process_id or 0
     if config.metrics_port:
-        port = config.metrics_port + (process_id or 0)
+        port = config.metrics_port + index
         try:
             serve_metrics(port)
         except OSError as exc:
             raise ConfigError("metrics_port", "config", f"cannot listen on {port}: {exc}") from exc
         log.info("metrics on :%d/metrics, health on :%d/healthz", port, port)
 
+    if config.shards > 1:
+        _check_shard_topics(config)
     recovery = recovery_config(
         config, partitions=max(config.recovery_partitions, processes * config.workers_per_process))
     hub = ModelHub(model_config(config))
@@ -172,7 +238,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     # Another process may hold the model learner: predict with its versions.
     follower = ModelFollower(config, hub).start()
     # Rules' statistics cover every process's users.
-    population_sync = PopulationSync(config, population, str(process_id or 0)).start()
+    population_sync = PopulationSync(config, population, str(index)).start()
     signal.signal(signal.SIGTERM, _request_stop)
     signal.signal(signal.SIGINT, _request_stop)
     tune_gc(config.gc_threshold)

@@ -7,7 +7,9 @@ from typing import Any
 import pytest
 from confluent_kafka import KafkaError as ConfluentKafkaError
 from segstream.flows import connectors
-from segstream.flows.connectors import END_GRACE_S, _PatientPartition
+from segstream.flows.connectors import END_GRACE_S, _PatientPartition, kafka_source
+
+from segstream.config import Config
 
 
 class _Message:
@@ -77,3 +79,30 @@ def test_an_end_that_more_data_follows_does_not_stop_the_partition(monkeypatch: 
     with pytest.raises(StopIteration):
         part.next_batch()
     assert part.snapshot() == 3  # resume after the last message
+
+
+def test_a_source_built_to_end_after_another_waits_for_its_partitions(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Shard 0's learn topic stays open while its input is read, then ends once quiet."""
+    now = [0.0]
+    monkeypatch.setattr(connectors.time, "monotonic", lambda: now[0])
+    config = Config(brokers=("127.0.0.1:1",))
+    clicks = kafka_source(config, tail=False)
+    learn = kafka_source(config, tail=False, topics=["learn"], after=clicks)
+    assert isinstance(clicks, connectors._SegstreamKafkaSource)  # noqa: SLF001
+    assert isinstance(learn, connectors._SegstreamKafkaSource)  # noqa: SLF001
+    input_part, learn_part = partition([[END]]), partition([[END]])
+    input_part.source = clicks
+    learn_part.source, learn_part.after = learn, clicks
+    clicks.reading, learn.reading = 1, 1  # as build_part counts them
+    assert input_part.next_batch() == learn_part.next_batch() == []
+    now[0] += END_GRACE_S
+    assert learn_part.next_batch() == []  # quiet, but the input is still being read
+    with pytest.raises(StopIteration):
+        input_part.next_batch()
+    assert clicks.reading == 0
+    with pytest.raises(StopIteration):
+        learn_part.next_batch()
+    assert learn.reading == 0
+    with pytest.raises(TypeError):
+        kafka_source(config, topics=["learn"], after=object())  # type: ignore[arg-type]
