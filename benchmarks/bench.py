@@ -8,7 +8,11 @@ the topic (start-up included):
 - ``ceiling``: a bare Bytewax Kafka -> Kafka passthrough with the same source
   settings and parser (``benchmarks/throughput.py``'s), one process;
 - ``full``: ``segstream run --until-end``, one process;
-- ``full_2p``: two ``segstream run`` processes, one partition each;
+- ``full_2p``: two ``segstream run`` processes in a Bytewax cluster (``-i/-a``),
+  one partition each, users exchanged between them by key;
+- ``full_2s``: two shards (``shards = 2``): independent ``segstream run``
+  processes, one partition each, nothing exchanged; shard 0 learns what
+  shard 1 sends on the learn topic;
 - ``baseline``: a plain confluent-kafka consumer loop doing the same features,
   rules and sinks (``benchmarks/baseline.py``), one process.
 
@@ -64,7 +68,7 @@ from segstream.config import Config
 from segstream.services import RedisServer, TansuBroker, clean_env, free_port, free_ports
 from segstream.tools.demo import processed, scrape
 
-SCENARIOS = ("ceiling", "full", "full_2p", "baseline")
+SCENARIOS = ("ceiling", "full", "full_2p", "full_2s", "baseline")
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 CHART_DATA = "bench.json"
 """The run's figures, written beside its charts (latency samples left out)."""
@@ -74,7 +78,7 @@ LOADS = (0.25, 0.50, 0.90)
 """Latency is measured at these shares of the ``full`` scenario's throughput."""
 INPUT_TOPIC = "clicks"
 PARTITIONS = 2
-RECOVERABLE = ("full", "full_2p")
+RECOVERABLE = ("full", "full_2p", "full_2s")
 """Scenarios that are ``segstream run`` (``--recovery`` gives them Bytewax recovery)."""
 DEFAULTS = Config()
 
@@ -104,7 +108,8 @@ def worker_env(broker: TansuBroker, redis_url: str, name: str) -> dict[str, str]
     return clean_env({
         "SEGSTREAM_BROKERS": broker.bootstrap, "SEGSTREAM_INPUT_TOPICS": INPUT_TOPIC,
         "SEGSTREAM_OUTPUT_TOPIC": f"out-{name}", "SEGSTREAM_DLQ_TOPIC": f"dlq-{name}",
-        "SEGSTREAM_MODEL_EVENTS_TOPIC": f"model-{name}", "SEGSTREAM_REDIS_URL": redis_url,
+        "SEGSTREAM_MODEL_EVENTS_TOPIC": f"model-{name}", "SEGSTREAM_MODEL_LEARN_TOPIC": f"learn-{name}",
+        "SEGSTREAM_REDIS_URL": redis_url,
         "SEGSTREAM_REDIS_PREFIX": f"{name}:", "SEGSTREAM_RECOVERY_DIR": "",
         "SEGSTREAM_METRICS_PORT": "0", "PYTHONPATH": str(Path(__file__).resolve().parent.parent),
     })
@@ -146,9 +151,14 @@ def cpu_seconds(services: dict[str, subprocess.Popen[bytes] | None],
     return now if since is None else {k: v - since.get(k, 0.0) for k, v in now.items()}
 
 
-def scenario_commands(scenario: str, expected: int) -> list[list[str]]:
-    """The command lines of one scenario's processes."""
+def scenario_commands(scenario: str, expected: int, recovery_dir: str = "") -> list[list[str]]:
+    """The command lines of one scenario's processes (``recovery_dir``: shards' parent directory)."""
     run = [sys.executable, "-m", "segstream.cli", "run", "--until-end"]
+    if scenario == "full_2s":
+        # A shard's settings differ from the other's: set per process through env(1).
+        return [["env", "SEGSTREAM_SHARDS=2", f"SEGSTREAM_SHARD={i}",
+                 *([f"SEGSTREAM_RECOVERY_DIR={recovery_dir}/shard-{i}"] if recovery_dir else []),
+                 *run] for i in range(2)]
     if scenario == "ceiling":
         return [[sys.executable, "-m", "benchmarks.throughput", "--passthrough-only"]]
     if scenario == "full":
@@ -199,8 +209,7 @@ def run_scenario(stage: Stage, scenario: str, tag: str, *, env: dict[str, str] |
     Returns the wall seconds, the CPU seconds its workers, the broker and Redis
     used, and its process count.
     """
-    stage.broker.create_topics([f"out-{tag}", f"dlq-{tag}", f"model-{tag}"])
-    commands = scenario_commands(scenario, stage.sent)
+    stage.broker.create_topics([f"out-{tag}", f"dlq-{tag}", f"model-{tag}", f"learn-{tag}"])
     logs = stage.workdir / tag
     logs.mkdir()
     env = dict(env or {})
@@ -208,6 +217,7 @@ def run_scenario(stage: Stage, scenario: str, tag: str, *, env: dict[str, str] |
     if recovery and scenario in RECOVERABLE:
         env |= recovery_env(stage.workdir, tag)
         store = Path(env["SEGSTREAM_RECOVERY_DIR"])
+    commands = scenario_commands(scenario, stage.sent, str(store or ""))
     services = {"broker": stage.broker.proc, "redis": stage.redis_server.proc}
     before = cpu_seconds(services)
     seconds = run_processes(
@@ -227,7 +237,7 @@ def run_bench(events: int, users: int, scenarios: Sequence[str], *, seed: int = 
     Runs go round the scenarios (all of them once, then again), each run with
     its own output topics and Redis prefix, so no run finds another's output.
     A scenario's figure is its median run. ``recovery``: the segstream runs
-    (``full``, ``full_2p``, latency) keep Bytewax recovery as ``segstream run``
+    (``full``, ``full_2p``, ``full_2s``, latency) keep Bytewax recovery as ``segstream run``
     does by default, each in a fresh directory; otherwise it is off.
     """
     with staged_log(events, users, seed=seed) as stage:
