@@ -121,16 +121,18 @@ def _check_layout(config: Config, directory: Path) -> None:
 
 
 def _check_shard_topics(config: Config) -> None:
-    """Fail at start-up if the input topics cannot be sharded, or shard 0's learn topic is missing."""
+    """Fail at start-up if the input topics cannot be sharded, or the learn topic is missing.
+
+    Shard 0 reads the learn topic and the others write to it.
+    """
     from segstream.flows.connectors import kafka_source  # noqa: PLC0415 - keep --help fast
 
     parts = kafka_source(config).list_parts()  # raises ConfigError naming the problem
     log.info("shard %d of %d reads %s", config.shard, config.shards, ", ".join(parts))
-    if config.shard == 0:
-        try:
-            kafka_source(config, topics=[config.model_learn_topic]).list_parts()
-        except RuntimeError as exc:
-            raise ConfigError("model_learn_topic", "config", f"shard 0 cannot read it: {exc}") from exc
+    try:
+        kafka_source(config, topics=[config.model_learn_topic]).list_parts()
+    except RuntimeError as exc:
+        raise ConfigError("model_learn_topic", "config", f"cannot use it: {exc}") from exc
 
 
 def tune_gc(threshold: int) -> None:

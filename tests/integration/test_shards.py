@@ -103,3 +103,18 @@ def test_a_shard_refuses_a_bytewax_cluster_and_another_shard_s_state(tmp_path: P
     proc = subprocess.run([*run, "-i", "0", "-a", "127.0.0.1:1"], env=env,
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and "'--addresses'" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_topics_that_cannot_be_sharded_fail_at_start_naming_the_setting(
+        kafka_broker: TansuBroker, topic_factory: Callable[..., str], tmp_path: Path) -> None:
+    """Input topics of different partition counts would split users between shards: exit 2."""
+    topics = f"{topic_factory('a', partitions=2)},{topic_factory('b', partitions=3)}"
+    env = clean_env({"SEGSTREAM_SHARDS": "2", "SEGSTREAM_SHARD": "0", "SEGSTREAM_METRICS_PORT": "0",
+                     "SEGSTREAM_BROKERS": kafka_broker.bootstrap, "SEGSTREAM_INPUT_TOPICS": topics,
+                     "SEGSTREAM_RECOVERY_DIR": str(tmp_path / "r")})
+    proc = subprocess.run([sys.executable, "-m", "segstream.cli", "run"], env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "'shards'" in proc.stderr and "same partition count" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "r").exists()  # refused before anything was set up
