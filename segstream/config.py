@@ -83,7 +83,8 @@ class Config:
     metrics_port: int = field(
         default=9464,
         metadata=_doc(
-            "Port of /metrics and /healthz; process N of a cluster uses port + N; 0 disables."
+            "Port of /metrics and /healthz; process N of a cluster, or shard N, uses port + N; "
+            "0 disables."
         ),
     )
     segments_file: str = field(

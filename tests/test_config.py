@@ -232,6 +232,8 @@ def test_a_shard_s_recovery_directory_holds_that_shard_alone(tmp_path: Path) -> 
     assert recovery_config(config("one"), partitions=1) is not None
     with pytest.raises(ConfigError, match="an unsharded run"):
         recovery_config(shard_0.replace(recovery_dir=str(tmp_path / "one")), partitions=1)
+    with pytest.raises(ConfigError, match="holds the state of shard 0 of 2, and this is an unsharded run"):
+        recovery_config(shard_0.replace(shards=1), partitions=1)
     # A directory from before shards existed has no layout file: an unsharded run's.
     (tmp_path / "one" / LAYOUT_FILE).unlink()
     assert recovery_config(config("one"), partitions=1) is not None

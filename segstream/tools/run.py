@@ -111,13 +111,16 @@ def _check_layout(config: Config, directory: Path) -> None:
         raise ConfigError("recovery_dir", "config", f"{path} is unreadable: {exc}") from exc
     if found == _layout(config):
         return
-    held = "an unsharded run" if found.get("shards") == 1 else \
-        f"shard {found.get('shard')} of {found.get('shards')}"
+    def describe(layout: dict[str, int]) -> str:
+        if layout.get("shards") == 1:
+            return "an unsharded run"
+        return f"shard {layout.get('shard')} of {layout.get('shards')}"
+
     raise ConfigError(
         "shards" if found.get("shards") != config.shards else "shard", "config",
-        f"{directory} holds the state of {held}, and this is shard {config.shard} of "
-        f"{config.shards}: give each shard its own recovery_dir, and keep the shard count "
-        "(changing it moves users between shards; start the new count on empty directories)")
+        f"{directory} holds the state of {describe(found)}, and this is {describe(_layout(config))}: "
+        "give each shard its own recovery_dir, and keep the shard count (changing it moves "
+        "users between shards; start the new count on empty directories)")
 
 
 def _check_shard_topics(config: Config) -> None:
