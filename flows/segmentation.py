@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import bytewax.operators as op
-from bytewax.connectors.kafka import KafkaError, KafkaSource
+from bytewax.connectors.kafka import KafkaError
 from bytewax.dataflow import Dataflow, Stream
 from bytewax.inputs import Source
 from bytewax.operators import StatefulBatchLogic
@@ -424,9 +424,8 @@ def build_flow(
         return _UserStep(users, resume, workers.mine())
 
     flow = Dataflow("segstream")
-    if source is None:
-        source = kafka_source(config, tail=tail)
-    raw = op.input("clickstream", flow, source)
+    clickstream = source or kafka_source(config, tail=tail)
+    raw = op.input("clickstream", flow, clickstream)
     # KafkaSourceMessage | KafkaError
     by_partition = op.key_on("key_by_partition", raw, partition_of)
     parsed = op.key_rm("unkey_partition", op.stateful_batch("parse", by_partition, parse_step))
@@ -457,8 +456,9 @@ def build_flow(
         # OutMessage (model-learn topic, to shard 0's learner)
     else:
         if learn_source is None and config.shards > 1:
+            # Bounded: shard 0 keeps learning while its own input is read.
             learn_source = kafka_source(config, tail=tail, topics=[config.model_learn_topic],
-                                        after=source if isinstance(source, KafkaSource) else None)
+                                        after=clickstream if source is None else None)
         to_kafka.extend(_learner(flow, config, hub, updates, learn_source=learn_source,
                                  models_sink=sinks.models))
     _output("kafka_out", op.merge("to_kafka", *to_kafka), sinks.kafka)

@@ -9,13 +9,12 @@ from bytewax.testing import TestingSink, TestingSource, run_main
 from hypothesis import given
 from hypothesis import strategies as st
 from segstream.flows.connectors import OutMessage, shard_parts
-from segstream.flows.segmentation import Sinks, build_flow
+from segstream.flows.segmentation import Sinks, build_flow, model_config
 from segstream.operators.models import LearnItem, ModelHub
 from segstream.operators.user import UserUpdate
 
 from segstream.config import Config
 from segstream.errors import ConfigError, StateError
-from segstream.flows.segmentation import model_config
 from tests.flows.test_segmentation import messages, track
 
 SHARDED = Config(shards=2, snapshot_every_events=2, allowed_lateness_s=0, cluster_k=2, cluster_warmup=5,

@@ -11,8 +11,8 @@ import orjson
 
 from segstream.config import Config, load_config
 from segstream.services import TansuBroker, TopicRecord, clean_env, free_ports
-from segstream.tools.replay import Record, read_jsonl
 from segstream.tools.demo import processed, scrape
+from segstream.tools.replay import Record, read_jsonl
 
 
 def worker_env(config: Config, recovery_dir: Path | str, metrics_port: int = 0,
@@ -99,15 +99,19 @@ def keyed(lines: list[bytes]) -> list[tuple[bytes, bytes]]:
     return [(r.key, r.value) for r in read_jsonl(lines) if isinstance(r, Record)]
 
 
-def wait_processed(port: int, at_least: int, proc: WorkerProcess, timeout: float = 60) -> int:
+def wait_processed(port: int, at_least: int, *workers: WorkerProcess, timeout: float = 60) -> int:
+    """Wait until the workers together took ``at_least`` inputs; return how many they took.
+
+    Worker N serves metrics on ``port + N``.
+    """
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        done = processed(scrape(port))
+        done = sum(processed(scrape(port + i)) for i in range(len(workers)))
         if done >= at_least:
             return done
-        assert_running(proc)
+        assert_running(*workers)
         time.sleep(0.05)
-    raise AssertionError(f"worker did not process {at_least} inputs within {timeout}s")
+    raise AssertionError(f"the workers did not process {at_least} inputs within {timeout}s")
 
 
 def change_docs(records: list[TopicRecord], *, drop: tuple[str, ...] = ("emitted_at",)) -> list[dict]:

@@ -15,14 +15,14 @@ import pytest
 from segstream.state.redis import RedisStore
 
 from segstream.services import RedisServer, TansuBroker
-from segstream.tools.demo import processed, scrape
+from segstream.tools.demo import scrape
 
 from .helpers import (
-    assert_running,
     change_docs,
     cluster_ports,
     make_config,
     start_worker,
+    wait_processed,
     worker_env,
 )
 
@@ -120,10 +120,7 @@ def test_custom_segments_file_and_statistics_across_two_processes(
                for i in range(2)]
     try:
         deadline = time.monotonic() + 60
-        while sum(processed(scrape(port + i)) for i in range(2)) < sent:
-            assert time.monotonic() < deadline, "the workers did not take every event"
-            assert_running(*workers)
-            time.sleep(0.1)
+        wait_processed(port, sent, *workers)
         store = RedisStore.from_url(redis_server.url, redis_prefix)
         # `processed` counts events as they are parsed: their profiles reach
         # Redis a batch later, after the exchange between the processes.
@@ -147,9 +144,7 @@ def test_custom_segments_file_and_statistics_across_two_processes(
         views = [(u.encode(), doc(u, "Page Viewed", 10 * 3600 + i)) for i, u in enumerate(users)]
         sent += kafka_broker.produce(config.input_topics[0], views)
         deadline = time.monotonic() + 60
-        while sum(processed(scrape(port + i)) for i in range(2)) < sent:
-            assert time.monotonic() < deadline, "the workers did not take every event"
-            time.sleep(0.1)
+        wait_processed(port, sent, *workers)
         wait_for_profiles(store, sent_to + Counter(users), deadline)
         profiles = {u: store.profile(u) for u in users}
         expected = batch_rfm(profiles)

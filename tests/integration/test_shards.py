@@ -13,11 +13,11 @@ import pytest
 from segstream.operators.models import LearnItem
 from segstream.services import RedisServer, TansuBroker, clean_env, free_ports
 from segstream.state.redis import RedisStore
-from segstream.tools.demo import scrape
+from segstream.tools.demo import processed, scrape
 from segstream.tools.generate import generate
 from tests.oracle.batch_features import ORACLE_SEGMENTS
 
-from .helpers import assert_running, change_docs, keyed, make_config, start_worker, worker_env
+from .helpers import change_docs, keyed, make_config, start_worker, wait_processed, worker_env
 from .test_recovery import MODEL_KINDS, redis_state
 
 pytestmark = pytest.mark.integration
@@ -51,12 +51,8 @@ def test_two_shards_give_one_process_s_results_with_one_set_of_models(
                               "SEGSTREAM_MODEL_LEARN_TOPIC": learn_topic},
                            log=tmp_path / f"shard-{i}.log") for i in range(2)]
     try:
-        counts = [0, 0]
-        deadline = time.monotonic() + 90
-        while sum(counts) < sent and time.monotonic() < deadline:
-            assert_running(*shards)
-            counts = [int(scrape(metrics_port + i).get("segstream_events_total", 0)) for i in range(2)]
-            time.sleep(0.1)
+        wait_processed(metrics_port, sent, *shards, timeout=90)
+        counts = [processed(scrape(metrics_port + i)) for i in range(2)]
         assert sum(counts) == sent and min(counts) > sent / 4, counts  # both shards did their part
         learned_here = scrape(metrics_port + 1).get("segstream_model_snapshots_total", 0)
         assert learned_here == 0, "shard 1 holds no learner"
