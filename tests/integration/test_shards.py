@@ -9,10 +9,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-
 from segstream.operators.models import LearnItem
-from segstream.services import RedisServer, TansuBroker, clean_env, free_ports
 from segstream.state.redis import RedisStore
+
+from segstream.services import RedisServer, TansuBroker, clean_env, free_ports
 from segstream.tools.demo import processed, scrape
 from segstream.tools.generate import generate
 from tests.oracle.batch_features import ORACLE_SEGMENTS
