@@ -37,6 +37,7 @@ from segstream.metrics import (
     CHURN_ROC_AUC,
     CLUSTER_SILHOUETTE,
     MODEL_DRIFTS,
+    MODEL_LEARN_SENT,
     MODEL_SNAPSHOTS,
     MODEL_VERSION,
 )
@@ -57,7 +58,11 @@ def learn_items(update: UserUpdate) -> list[tuple[str, LearnItem]]:
 
 def learn_messages(topic: str, updates: list[UserUpdate]) -> list[OutMessage]:
     """Serialize a batch's snapshots and labels for shard 0's learner (``model_learn_topic``)."""
-    return [OutMessage(topic, None, item.to_json()) for update in updates for item in update.learn]
+    items = [item for update in updates for item in update.learn]
+    if items:
+        MODEL_LEARN_SENT.labels("snapshot").inc(sum(item.cluster_x is not None for item in items))
+        MODEL_LEARN_SENT.labels("label").inc(sum(item.churned is not None for item in items))
+    return [OutMessage(topic, None, item.to_json()) for item in items]
 
 
 def read_learn_message(item: SourceItem) -> tuple[str, LearnItem] | Rejected:

@@ -76,6 +76,12 @@ LAST_BATCH_UNIXTIME = Gauge(
 MODEL_SNAPSHOTS = Counter(
     "segstream_model_snapshots_total", "Feature snapshots the model learner learned from."
 )
+MODEL_LEARN_SENT = Counter(
+    "segstream_model_learn_items_sent_total",
+    "Items a shard other than 0 sent to shard 0's learner on model_learn_topic, "
+    "by kind (snapshot, label).",
+    ["kind"],
+)
 CHURN_LABELS = Counter(
     "segstream_churn_labels_total", "Delayed churn labels learned, by outcome.", ["churned"]
 )

@@ -8,6 +8,7 @@ from bytewax.connectors.kafka import KafkaSourceMessage
 from bytewax.testing import TestingSink, TestingSource, run_main
 from hypothesis import given
 from hypothesis import strategies as st
+from prometheus_client import REGISTRY
 from segstream.flows.connectors import OutMessage, shard_parts
 from segstream.flows.segmentation import Sinks, build_flow, model_config
 from segstream.operators.models import LearnItem, ModelHub
@@ -25,6 +26,10 @@ LOG = [track(f"u{u}", name, second)
        for u in range(6)]
 
 
+def sent_metric(kind: str) -> float:
+    return REGISTRY.get_sample_value("segstream_model_learn_items_sent_total", {"kind": kind}) or 0.0
+
+
 def run_shard(config: Config, learn_source: list[object] | None = None
               ) -> tuple[list[OutMessage], list[UserUpdate], ModelHub]:
     kafka_out: list[OutMessage] = []
@@ -39,11 +44,19 @@ def run_shard(config: Config, learn_source: list[object] | None = None
 
 def test_other_shards_send_what_the_models_learn_from_to_the_learn_topic() -> None:
     """A shard other than 0 has no learner: its snapshots and labels go to ``model_learn_topic``."""
-    out, updates, hub = run_shard(SHARDED.replace(shard=1))
+    counted = {kind: sent_metric(kind) for kind in ("snapshot", "label")}
+    # A session per event (events 1 s apart): each session-end snapshot is
+    # labelled when the user's next event comes.
+    out, updates, hub = run_shard(SHARDED.replace(shard=1, session_gap_s=0.5, churn_horizon_s=1))
     sent = [LearnItem.from_json(m.value) for m in out if m.topic == "learn"]
     learned = [item for update in updates for item in update.learn]
     assert len(learned) >= 10  # 6 users, 5 events each, a snapshot every 2 settled
     assert sent == learned
+    snapshots = sum(item.cluster_x is not None for item in sent)
+    labels = sum(item.churned is not None for item in sent)
+    assert snapshots and labels
+    assert sent_metric("snapshot") - counted["snapshot"] == snapshots
+    assert sent_metric("label") - counted["label"] == labels
     assert not [m for m in out if m.topic == SHARDED.model_events_topic]
     assert hub.models is None  # nothing learned here
 

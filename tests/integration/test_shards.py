@@ -59,6 +59,9 @@ def test_two_shards_give_one_process_s_results_with_one_set_of_models(
         items = [LearnItem.from_json(r.value) for r in kafka_broker.read_topic(learn_topic)]
         from_shard_1 = sum(item.cluster_x is not None for item in items)  # the rest: churn labels
         assert from_shard_1 > 300 and len(items) > from_shard_1
+        # Counted as they are handed to the producer, so never fewer than the topic holds.
+        counted = scrape(metrics_port + 1).get("segstream_model_learn_items_sent_total{kind=snapshot}")
+        assert counted is not None and counted >= from_shard_1
         # Shard 0 learns shard 1's snapshots and its own (about as many).
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
