@@ -27,6 +27,8 @@ from segstream.config import Config, load_config, load_segments
 
 REPO = Path(__file__).resolve().parents[1]
 COMPOSE_FILE = REPO / "docker-compose.yml"
+SHARDS_FILE = REPO / "docker-compose.shards.yml"
+"""An override of the stack: two shards instead of one worker."""
 
 # Service names are the stack's identifiers, not expectations about its values.
 KAFKA, TOPIC_JOB, REDIS, WORKER = "kafka", "kafka-init", "redis", "worker"
@@ -91,11 +93,52 @@ def interpolate(value: Any, env: dict[str, str]) -> Any:
     return _VAR.sub(one, value)
 
 
-@pytest.fixture(scope="module")
-def compose() -> dict[str, Any]:
-    """The compose file as Compose reads it with an empty shell environment."""
-    raw = yaml.safe_load(COMPOSE_FILE.read_text(encoding="utf-8"))
-    return interpolate(raw, env={})  # type: ignore[no-any-return]
+# Sequences an override replaces rather than extends (Compose's merge rules).
+REPLACED_SEQUENCES = frozenset({"command", "entrypoint", "test"})
+
+
+def volume_target(item: str | dict[str, Any]) -> str:
+    if isinstance(item, dict):
+        return str(item["target"])
+    parts = item.split(":")
+    return parts[0] if len(parts) == 1 else parts[1]
+
+
+def merge(base: Any, override: Any, key: str = "") -> Any:
+    """Merge an override file into a compose file as ``docker compose -f A -f B`` does.
+
+    Mappings merge key by key; ``command``, ``entrypoint`` and a healthcheck's
+    ``test`` are replaced; a service's ``volumes`` merge by container path;
+    other sequences (``ports``, ``expose``...) gain the override's new entries.
+    """
+    if isinstance(base, dict) and isinstance(override, dict):
+        out = dict(base)
+        for name, value in override.items():
+            out[name] = merge(base[name], value, name) if name in base else value
+        return out
+    if isinstance(base, list) and isinstance(override, list) and key not in REPLACED_SEQUENCES:
+        if key == "volumes":
+            replaced = {volume_target(item) for item in override}
+            return [item for item in base if volume_target(item) not in replaced] + override
+        return base + [item for item in override if item not in base]
+    return override
+
+
+def load_stack(*files: Path) -> dict[str, Any]:
+    """Compose files merged in order, as Compose reads them with an empty shell environment."""
+    merged: dict[str, Any] = {}
+    for file in files:
+        merged = merge(merged, yaml.safe_load(file.read_text(encoding="utf-8")))
+    return interpolate(merged, env={})  # type: ignore[no-any-return]
+
+
+STACKS = {"one worker": (COMPOSE_FILE,), "two shards": (COMPOSE_FILE, SHARDS_FILE)}
+
+
+@pytest.fixture(scope="module", params=list(STACKS))
+def compose(request: pytest.FixtureRequest) -> dict[str, Any]:
+    """The stack; every check runs on the compose file alone and merged with the shards override."""
+    return load_stack(*STACKS[request.param])
 
 
 def service(compose: dict[str, Any], name: str) -> dict[str, Any]:
@@ -297,14 +340,22 @@ def assert_in_network_kafka(compose: dict[str, Any], brokers: Iterable[str], who
                 f"{who}: listener {on_port[0]} speaks {protocols.get(on_port[0])}, client uses {protocol}")
 
 
-def worker_config_path(compose: dict[str, Any]) -> Path:
-    svc = service(compose, WORKER)
+def worker_config_path(compose: dict[str, Any], name: str = WORKER) -> Path:
+    svc = service(compose, name)
     words = argv(svc.get("command"))
     paths = option(words, "--config") or [environment(svc).get("SEGSTREAM_CONFIG", "")]
-    assert paths[0], "the worker is given no config file (--config or SEGSTREAM_CONFIG)"
+    assert paths[0], f"{name} is given no config file (--config or SEGSTREAM_CONFIG)"
     path = host_path(compose, svc, paths[0])
-    assert path is not None, f"the worker's config {paths[0]} is not bind-mounted from the repo"
+    assert path is not None, f"{name}'s config {paths[0]} is not bind-mounted from the repo"
     return path
+
+
+def run_services(compose: dict[str, Any]) -> dict[str, Config]:
+    """Every service that runs ``segstream run``, with its effective config."""
+    context, dockerfile = repo_dockerfile(compose)
+    return {name: load_config(worker_config_path(compose, name), env=environment(svc))
+            for name, svc in compose["services"].items()
+            if build_of(svc) == (context, dockerfile) and argv(svc.get("command"))[:1] == ["run"]}
 
 
 @pytest.fixture(scope="module")
@@ -314,10 +365,10 @@ def worker_config(compose: dict[str, Any]) -> Config:
     return load_config(worker_config_path(compose), env=environment(svc))
 
 
-def created_topics(compose: dict[str, Any]) -> dict[str, list[str]]:
-    """``{topic: its kafka-topics.sh --create argv}`` of the topic job."""
+def created_topics(compose: dict[str, Any], job: str = TOPIC_JOB) -> dict[str, list[str]]:
+    """``{topic: its kafka-topics.sh --create argv}`` of a topic job."""
     out = {}
-    for words in script_commands(service(compose, TOPIC_JOB)):
+    for words in script_commands(service(compose, job)):
         if PurePosixPath(words[0]).name == "kafka-topics.sh" and "--create" in words:
             (topic,) = option(words, "--topic")
             out[topic] = words
@@ -807,3 +858,78 @@ def test_dashboards_query_what_the_worker_exports(compose: dict[str, Any]) -> No
             unknown = set(re.findall(r"\bsegstream_\w+", expr)) - series
             assert not unknown, f"{file.name}: {expr} queries {unknown}, which the worker does not export"
             assert set(re.findall(r'job="([^"]+)"', expr)) <= jobs, f"{file.name}: {expr}"
+
+
+# --- every `segstream run` of a stack: one worker, or shards ---------------------------------
+
+
+def topic_jobs(compose: dict[str, Any]) -> list[str]:
+    """The one-shot services that create topics with ``kafka-topics.sh --create``."""
+    jobs = []
+    for name, svc in compose["services"].items():
+        words = argv(svc.get("entrypoint")) + argv(svc.get("command"))
+        if words[:2] == ["/bin/sh", "-c"] and any(
+                PurePosixPath(w[0]).name == "kafka-topics.sh" and "--create" in w
+                for w in script_commands(svc)):
+            jobs.append(name)
+    return jobs
+
+
+def test_every_shard_runs_exactly_once(compose: dict[str, Any]) -> None:
+    """The `segstream run` services are shards 0..N-1 of one N (one worker: N = 1), not a cluster."""
+    configs = run_services(compose)
+    assert WORKER in configs
+    (shards,) = {config.shards for config in configs.values()}
+    assert sorted(config.shard for config in configs.values()) == list(range(shards))
+    for name in configs:
+        words = argv(service(compose, name).get("command"))
+        assert not option(words, "-a") and not option(words, "--addresses"), (
+            f"{name}: a shard is a process on its own (`run` refuses --addresses with shards)")
+
+
+def test_shards_differ_only_in_their_shard(compose: dict[str, Any]) -> None:
+    """Same image, config file, endpoints and topics for every shard; only `shard` differs."""
+    configs = run_services(compose)
+    first = configs[WORKER].replace(shard=0)
+    assert all(config.replace(shard=0) == first for config in configs.values())
+    assert len({service(compose, name)["image"] for name in configs}) == 1
+    assert len({worker_config_path(compose, name) for name in configs}) == 1
+
+
+def test_each_shard_is_scraped_and_health_checked_on_its_own_port(compose: dict[str, Any]) -> None:
+    """Shard i serves metrics on metrics_port + i: exposed, scraped by Prometheus and health-checked there."""
+    targets = {host_port(target) for job in prometheus_config(compose)["scrape_configs"]
+               for static in job.get("static_configs") or [] for target in static["targets"]}
+    for name, config in run_services(compose).items():
+        port = config.metrics_port + config.shard
+        svc = service(compose, name)
+        assert port in container_ports(svc), f"{name} does not expose its metrics port {port}"
+        assert (name, port) in targets, f"Prometheus does not scrape {name}:{port}"
+        assert f"127.0.0.1:{port}/healthz" in " ".join(argv(svc["healthcheck"]["test"])), name
+
+
+def test_each_shard_keeps_its_recovery_on_a_volume_of_its_own(compose: dict[str, Any]) -> None:
+    """A recovery directory records its shard: two shards on one volume would refuse to start."""
+    volumes = []
+    for name, config in run_services(compose).items():
+        mount = covering_mount(compose, service(compose, name), config.recovery_dir)
+        assert mount is not None and mount.kind == "volume" and not mount.read_only, name
+        volumes.append(mount.source)
+    assert len(set(volumes)) == len(volumes), f"shards share a recovery volume: {volumes}"
+
+
+def test_shards_start_after_every_topic_they_use_is_created(compose: dict[str, Any]) -> None:
+    """Each shard waits for the jobs that create its topics; the input splits evenly enough for N shards."""
+    jobs = topic_jobs(compose)
+    created = {topic: (job, words) for job in jobs for topic, words in created_topics(compose, job).items()}
+    for name, config in run_services(compose).items():
+        used = {*config.input_topics, config.output_topic, config.dlq_topic, config.model_events_topic}
+        if config.shards > 1:
+            used.add(config.model_learn_topic)
+        assert used <= set(created), f"{name} uses topics nobody creates: {used - set(created)}"
+        depends = service(compose, name)["depends_on"]
+        for job in {created[topic][0] for topic in used}:
+            assert depends[job]["condition"] == "service_completed_successfully", (name, job)
+        partitions = {int(option(created[topic][1], "--partitions")[0]) for topic in config.input_topics}
+        assert len(partitions) == 1 and min(partitions) >= config.shards, (
+            f"{name}: input partitions {partitions} cannot be split between {config.shards} shards")
