@@ -686,7 +686,7 @@ def test_worker_metrics_port_is_exposed_scraped_and_health_checked(
 def test_worker_topics_are_exactly_those_kafka_init_creates(
     compose: dict[str, Any], worker_config: Config,
 ) -> None:
-    """kafka-init creates, idempotently and fail-fast, exactly the worker's input, output, DLQ and model-events topics."""
+    """kafka-init creates exactly the worker's input, output, DLQ and model-events topics, fail-fast."""
     topics = created_topics(compose)
     wanted = {*worker_config.input_topics, worker_config.output_topic, worker_config.dlq_topic,
               worker_config.model_events_topic}
