@@ -33,7 +33,7 @@ from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 from confluent_kafka import KafkaError as ConfluentKafkaError
 from confluent_kafka import KafkaException, Producer
 from confluent_kafka.admin import AdminClient
-from segstream.operators.events import iso_utc
+from segstream.operators.events import Reason, Rejected, iso_utc
 from segstream.operators.models import ModelEvent
 from segstream.operators.user import UserUpdate
 from segstream.state.redis import RedisStore
@@ -47,6 +47,12 @@ X = TypeVar("X")
 
 SourceItem = KafkaSourceMessage[bytes | None, bytes | None] | KafkaError[bytes | None, bytes | None]
 """What a Kafka source emits: a message, or a consumer error carrying one."""
+
+
+def reject(item: SourceItem, reason: Reason, detail: str) -> Rejected:
+    """Return the dead letter of a source item: its original bytes and key, and where it came from."""
+    msg = item.msg if isinstance(item, KafkaError) else item
+    return Rejected(reason, detail, msg.value, msg.key, msg.topic, msg.partition, msg.offset)
 
 
 class SinkError(SegstreamError):
@@ -203,9 +209,9 @@ def shard_parts(parts: Sequence[str], shard: int, shards: int) -> list[str]:
             shards (a shard would read nothing).
 
     """
+    numbered = [(int(number), topic) for number, topic in (part.split("-", 1) for part in parts)]
     counts: dict[str, int] = {}
-    for part in parts:
-        topic = part.split("-", 1)[1]
+    for _number, topic in numbered:
         counts[topic] = counts.get(topic, 0) + 1
     if shards > 1:
         if len(set(counts.values())) > 1:
@@ -215,7 +221,8 @@ def shard_parts(parts: Sequence[str], shard: int, shards: int) -> list[str]:
         if any(count < shards for count in counts.values()):
             raise ConfigError("shards", "config", f"{shards} shards need at least {shards} "
                               f"partitions in every input topic ({min(counts.values())} found)")
-    return [part for part in parts if int(part.split("-", 1)[0]) % shards == shard]
+    return [part for part, (number, _topic) in zip(parts, numbered, strict=True)
+            if number % shards == shard]
 
 
 SINK_PARTITIONS = 256

@@ -23,7 +23,7 @@ import orjson
 from bytewax.connectors.kafka import KafkaError
 from bytewax.operators import StatefulBatchLogic
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
-from segstream.flows.connectors import OutMessage, SourceItem, consumer_settings
+from segstream.flows.connectors import OutMessage, SourceItem, consumer_settings, reject
 from segstream.operators.changes import model_event_value
 from segstream.operators.events import Reason, Rejected
 from segstream.operators.models import LearnItem, ModelEvent, ModelHub, Models, Predictor
@@ -67,14 +67,12 @@ def learn_messages(topic: str, updates: list[UserUpdate]) -> list[OutMessage]:
 
 def read_learn_message(item: SourceItem) -> tuple[str, LearnItem] | Rejected:
     """Read a message of ``model_learn_topic``, routed to the learner; unreadable: a dead letter."""
-    msg = item.msg if isinstance(item, KafkaError) else item
-    where = (msg.value, msg.key, msg.topic, msg.partition, msg.offset)
     if isinstance(item, KafkaError):
-        return Rejected(Reason.SOURCE_ERROR, str(item.err), *where)
+        return reject(item, Reason.SOURCE_ERROR, str(item.err))
     try:
-        return LEARNER_KEY, LearnItem.from_json(msg.value)
+        return LEARNER_KEY, LearnItem.from_json(item.value)
     except StateError as exc:
-        return Rejected(Reason.WRONG_TYPE, exc.problem, *where)
+        return reject(item, Reason.WRONG_TYPE, exc.problem)
 
 
 class LearnerStep(StatefulBatchLogic[LearnItem, ModelEvent, bytes]):

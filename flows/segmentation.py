@@ -29,6 +29,7 @@ from segstream.flows.connectors import (
     RedisSink,
     SourceItem,
     kafka_source,
+    reject,
 )
 from segstream.flows.models import (
     LearnerStep,
@@ -131,12 +132,8 @@ def parse_batch(
     rejected: Counter[str] = Counter()
     for item in items:
         if isinstance(item, KafkaError):
-            msg = item.msg
-            result: Event | Rejected = Rejected(
-                Reason.SOURCE_ERROR, str(item.err), msg.value, msg.key,
-                msg.topic, msg.partition, msg.offset,
-            )
-            source = f"{msg.topic}:{msg.partition}"
+            result: Event | Rejected = reject(item, Reason.SOURCE_ERROR, str(item.err))
+            source = f"{item.msg.topic}:{item.msg.partition}"
         else:
             result = parse(item.value, key=item.key, topic=item.topic,
                            partition=item.partition, offset=item.offset)
@@ -185,7 +182,7 @@ def late_reject(
         f"than the watermark {iso_utc(watermark)} of {msg.topic}:{msg.partition} "
         f"(allowed lateness {lateness_s:g} s)"
     )
-    return Rejected(Reason.LATE, detail, msg.value, msg.key, msg.topic, msg.partition, msg.offset)
+    return reject(item, Reason.LATE, detail)
 
 
 def dead_letter(dlq_topic: str, rejected: Rejected) -> OutMessage:

@@ -865,14 +865,9 @@ def test_dashboards_query_what_the_worker_exports(compose: dict[str, Any]) -> No
 
 def topic_jobs(compose: dict[str, Any]) -> list[str]:
     """The one-shot services that create topics with ``kafka-topics.sh --create``."""
-    jobs = []
-    for name, svc in compose["services"].items():
-        words = argv(svc.get("entrypoint")) + argv(svc.get("command"))
-        if words[:2] == ["/bin/sh", "-c"] and any(
-                PurePosixPath(w[0]).name == "kafka-topics.sh" and "--create" in w
-                for w in script_commands(svc)):
-            jobs.append(name)
-    return jobs
+    return [name for name, svc in compose["services"].items()
+            if (argv(svc.get("entrypoint")) + argv(svc.get("command")))[:2] == ["/bin/sh", "-c"]
+            and created_topics(compose, name)]
 
 
 def test_every_shard_runs_exactly_once(compose: dict[str, Any]) -> None:
