@@ -59,6 +59,7 @@ from segstream.flows.segmentation import (
     SourceItem,
     change_messages,
     dead_letter,
+    event_parser,
     model_config,
     parse_batch,
     user_config,
@@ -66,7 +67,6 @@ from segstream.flows.segmentation import (
 from segstream.operators.event_time import PartitionWatermark, Stamped
 from segstream.operators.events import iso_utc
 from segstream.operators.models import ModelHub
-from segstream.operators.parse import EventParser
 from segstream.operators.user import UserLogic, UserUpdate
 from segstream.state.redis import RedisStore
 
@@ -177,7 +177,7 @@ def run_baseline(config: Config, expected: int, *, timeout_s: float = 600.0) -> 
 
     """
     segments = load_segments(config.segments_file, horizons=config.window_horizons)
-    parser = EventParser(taxonomy=config.taxonomy, max_event_bytes=config.max_event_bytes)
+    parser = event_parser(config)
     hub = ModelHub(model_config(config))
     settings = user_config(config, segments, hub, segments.new_population())
     lateness, late_events = config.allowed_lateness_s, config.late_events

@@ -321,6 +321,14 @@ class _UserStep(UserLogic, StatefulBatchLogic["Stamped | Tick", UserUpdate, byte
             self.worker.wheel.schedule(self, timer[1], timer[0])
 
 
+def event_parser(config: Config) -> EventParser:
+    """Build the parse step's validator from the worker config."""
+    return EventParser(taxonomy=config.taxonomy, max_event_bytes=config.max_event_bytes,
+                       max_revenue=config.max_revenue, max_price=config.max_price,
+                       max_quantity=config.max_quantity, max_future_skew_s=config.max_future_skew_s,
+                       min_event_time=config.min_event_time_s)
+
+
 def model_config(config: Config) -> ModelConfig:
     """Build the models' settings from the worker config."""
     return ModelConfig(
@@ -399,7 +407,7 @@ def build_flow(
     config = load_config() if config is None else config
     if segments is None:
         segments = load_segments(config.segments_file, horizons=config.window_horizons)
-    parser = EventParser(taxonomy=config.taxonomy, max_event_bytes=config.max_event_bytes)
+    parser = event_parser(config)
     hub = ModelHub(model_config(config)) if hub is None else hub
     if population is None:
         population = segments.new_population()

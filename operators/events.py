@@ -8,7 +8,7 @@ the ``segment-changes`` topic and Redis.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from functools import lru_cache
 from typing import Any
@@ -41,6 +41,12 @@ class Reason(StrEnum):
     """The Kafka consumer reported an error for this message."""
     LATE = "late"
     """Older than its partition's watermark (with ``late_events = "dead_letter"``)."""
+    BAD_VALUE = "bad_value"
+    """A number outside its bounds (``max_revenue``, ``max_price``, ``max_quantity``)."""
+    FUTURE = "future"
+    """Stamped more than ``max_future_skew_s`` ahead of the worker's clock."""
+    TOO_OLD = "too_old"
+    """Stamped before ``min_event_time``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,15 +140,34 @@ class Change:
     model_version: int | None = None
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+EARLIEST_UTC = datetime(1, 1, 1, tzinfo=UTC).timestamp()
+"""Epoch seconds of 0001-01-01T00:00:00Z, the earliest time ISO-8601 output can spell."""
+LATEST_UTC = datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC).timestamp() + 0.999
+"""Epoch seconds of 9999-12-31T23:59:59.999Z, the latest time ISO-8601 output can spell."""
+_EARLIEST_MS, _LATEST_MS = round(EARLIEST_UTC * 1000), round(LATEST_UTC * 1000)
+
+
 @lru_cache(maxsize=128)
 def iso_utc(epoch_seconds: float) -> str:
-    """Format epoch seconds as ISO-8601 UTC with millisecond precision.
+    """Format epoch seconds as ISO-8601 UTC, rounded to the nearest millisecond.
 
     Cached: a batch's changes share their ``emitted_at``, and an event's changes
     their ``event_time``; formatting one costs ten times a cache hit.
 
+    Rounded in integer milliseconds, so reading the text back gives the time to
+    the millisecond at any magnitude (far from 1970 a float's microseconds are
+    not exact). Saturating: a time before year 1 or after year 9999 (a deadline
+    computed from an extreme setting; the parser accepts no such event time) is
+    written as the nearest time ISO-8601 can spell, never an exception.
+
     >>> iso_utc(0.5)
     '1970-01-01T00:00:00.500Z'
+    >>> iso_utc(1e300), iso_utc(float("-inf"))
+    ('9999-12-31T23:59:59.999Z', '0001-01-01T00:00:00.000Z')
     """
-    moment = datetime.fromtimestamp(epoch_seconds, tz=UTC)
+    if not EARLIEST_UTC <= epoch_seconds <= LATEST_UTC:  # NaN too
+        epoch_seconds = LATEST_UTC if epoch_seconds > EARLIEST_UTC else EARLIEST_UTC
+    ms = min(max(round(epoch_seconds * 1000), _EARLIEST_MS), _LATEST_MS)
+    moment = _EPOCH + timedelta(milliseconds=ms)
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")

@@ -196,6 +196,8 @@ def apply_fact(profile: Profile, fact: Fact, config: FeatureConfig) -> list[Jour
         decay = 2.0 ** (-(ts - previous) / config.engagement_half_life_s)
         profile.engagement = profile.engagement * decay + weight
     profile.last_seen = ts
+    if profile.last_active is not None and profile.last_active <= ts:
+        profile.last_active = None  # the same as last_seen again
 
     role = fact.role
     if role == "purchase":
@@ -226,6 +228,9 @@ def apply_late(profile: Profile, fact: Fact, config: FeatureConfig) -> None:
     profile.late_total += 1
     if profile.first_seen is None or fact.ts < profile.first_seen:
         profile.first_seen = fact.ts
+    newest = profile.last_seen if profile.last_active is None else profile.last_active
+    if newest is None or fact.ts > newest:
+        profile.last_active = fact.ts
     if fact.role == "purchase":
         profile.purchases_total += 1
         profile.revenue_total += fact.revenue

@@ -11,7 +11,8 @@ evicted user leaves them. Per feature the aggregates are:
 
 - the count, sum and sum of squares of the values in fixed point (micro-units,
   as Python ints): exact under any number of adds and removals, so ``mean``
-  and ``std`` never drift;
+  and ``std`` never drift (values are clipped to +-:data:`MAX_MAGNITUDE`, far
+  beyond what the parser's bounds admit, so they stay finite);
 - a histogram in logarithmic bins 2 % wide (DDSketch's layout, with removals):
   a percentile is within 1 % of the value of the same rank. Timestamps
   (``last_seen``...) are binned by the hour instead: a logarithmic bin of an
@@ -49,6 +50,15 @@ log = logging.getLogger(__name__)
 
 SCALE = 1_000_000
 """Fixed-point scale of sums: values count to the micro-unit."""
+
+MAX_MAGNITUDE = 1e18
+"""Values are clipped to +-this before they enter the aggregates.
+
+The parser bounds every amount (``max_revenue``...), so no real feature comes
+near it: it is the last guard that keeps the sums and the statistics finite
+(``round(1e303 * SCALE)`` overflowed) whatever a caller adds. A value and its
+removal clip alike, so the sums stay exact.
+"""
 
 RELATIVE_ACCURACY = 0.01
 GAMMA = (1 + RELATIVE_ACCURACY) / (1 - RELATIVE_ACCURACY)
@@ -124,7 +134,8 @@ class FeatureAggregate:
         self.hist: Counter[int] = Counter()
 
     def add(self, value: float, step: int) -> None:
-        """Add (``step`` 1) or remove (``step`` -1) one value."""
+        """Add (``step`` 1) or remove (``step`` -1) one (finite) value, clipped to :data:`MAX_MAGNITUDE`."""
+        value = min(max(value, -MAX_MAGNITUDE), MAX_MAGNITUDE)
         fixed = round(value * SCALE)
         self.count += step
         self.total += step * fixed

@@ -297,11 +297,24 @@ def _view(state: UserState, config: UserConfig) -> Profile:
     return view
 
 
-def _due(profile: Profile, config: UserConfig) -> tuple[float, str] | None:
-    """Return the profile's earliest timer as ``(deadline, timer name)``."""
-    active = profile.last_seen if profile.last_seen is not None else profile.first_seen
+def _last_active(profile: Profile) -> float | None:
+    """The newest event time of the profile's events, late ones included."""
+    if profile.last_active is not None:
+        return profile.last_active
+    return profile.last_seen if profile.last_seen is not None else profile.first_seen
+
+
+def _due(profile: Profile, config: UserConfig, active_until: float | None = None
+         ) -> tuple[float, str] | None:
+    """Return the profile's earliest timer as ``(deadline, timer name)``.
+
+    ``active_until``: the user is known to be active then (pending events): no eviction before.
+    """
+    active = _last_active(profile)
     if active is None:
         return None
+    if active_until is not None and active_until > active:
+        active = active_until
     due = (active + config.state_ttl_s, EVICT_TIMER)
     if profile.cart_deadline is not None and profile.cart_deadline < due[0]:
         due = (profile.cart_deadline, CART_TIMER)
@@ -321,8 +334,17 @@ def _due(profile: Profile, config: UserConfig) -> tuple[float, str] | None:
 
 
 def _settled_due(state: UserState, config: UserConfig) -> tuple[float, str] | None:
-    """Return the earliest timer of the settled state: the profile's, or the rules' re-check."""
-    due = _due(state.settled, config)
+    """Return the earliest timer of the settled state: the profile's, or the rules' re-check.
+
+    Eviction counts idleness from the user's newest event. Late events settle at
+    once, out of timeline order: a settled profile of late events only (no
+    on-time event has settled yet) is not idle while the user's on-time events
+    wait for the watermark, however old the late ones are.
+    """
+    settled = state.settled
+    active_until = (state.pending[-1].ts if state.pending and settled.last_seen is None
+                    else None)
+    due = _due(settled, config, active_until)
     at = state.recheck_at
     if at is None or not state.published_segments:
         return due

@@ -38,6 +38,14 @@ from typing import Any
 
 from segstream.errors import ConfigError, suggest
 from segstream.operators.features import DEFAULT_HORIZONS
+from segstream.operators.parse import (
+    DEFAULT_MAX_FUTURE_SKEW_S,
+    DEFAULT_MAX_PRICE,
+    DEFAULT_MAX_QUANTITY,
+    DEFAULT_MAX_REVENUE,
+    DEFAULT_MIN_EVENT_TIME,
+    parse_timestamp,
+)
 from segstream.operators.segments import DEFAULT_SEGMENTS_FILE, SegmentsConfig, load_segments_text
 from segstream.operators.taxonomy import DEFAULT_TAXONOMY, ROLES, Taxonomy
 from segstream.operators.windows import WindowLayout
@@ -209,6 +217,31 @@ class Config:
     max_event_bytes: int = field(
         default=32768, metadata=_doc("Events larger than this are dead-lettered as oversized.")
     )
+    max_revenue: float = field(
+        default=DEFAULT_MAX_REVENUE,
+        metadata=_doc("Largest magnitude of properties.revenue (or total); beyond, the event is "
+                      "dead-lettered as bad_value."),
+    )
+    max_price: float = field(
+        default=DEFAULT_MAX_PRICE,
+        metadata=_doc("Largest magnitude of a price (properties.price, products[].price); beyond: "
+                      "bad_value."),
+    )
+    max_quantity: float = field(
+        default=DEFAULT_MAX_QUANTITY,
+        metadata=_doc("Largest magnitude of a quantity (properties.quantity, "
+                      "products[].quantity); beyond: bad_value."),
+    )
+    max_future_skew_s: float = field(
+        default=DEFAULT_MAX_FUTURE_SKEW_S,
+        metadata=_doc("Events stamped further than this ahead of the worker's clock are "
+                      "dead-lettered as future (they would move their partition's watermark)."),
+    )
+    min_event_time: str = field(
+        default=DEFAULT_MIN_EVENT_TIME,
+        metadata=_doc("Events stamped before this ISO-8601 time are dead-lettered as too_old "
+                      "(a device clock reset to 1970); lower it to backfill older logs."),
+    )
     source_batch_size: int = field(
         default=1000, metadata=_doc("Max messages taken from a partition per poll.")
     )
@@ -256,6 +289,13 @@ class Config:
         'SEGSTREAM_REDIS_URL'
         """
         return ENV_PREFIX + name.upper()
+
+    @property
+    def min_event_time_s(self) -> float:
+        """``min_event_time`` in epoch seconds (checked when the config is loaded)."""
+        found = parse_timestamp(self.min_event_time)
+        assert found is not None, "load_config checks min_event_time"
+        return found
 
     def replace(self, **changes: Any) -> Config:
         """Return a copy with ``changes`` applied (values already typed)."""
@@ -454,9 +494,22 @@ def _check(config: Config, *, source: str) -> None:
         raise ConfigError(
             "dlq_topic", source, "must not be an input topic (dead letters would loop back in)"
         )
+    _check_input_bounds(config, source)
     _check_models(config, source)
     if config.metrics_port > 65535:
         raise ConfigError("metrics_port", source, "must be a TCP port (0 disables)")
+
+
+def _check_input_bounds(config: Config, source: str) -> None:
+    for name in ("max_revenue", "max_price", "max_quantity"):
+        if not 0 < getattr(config, name) < float("inf"):
+            raise ConfigError(name, source, "must be a finite number > 0")
+    if config.max_future_skew_s == float("inf"):
+        raise ConfigError("max_future_skew_s", source, "must be a finite number of seconds")
+    if parse_timestamp(config.min_event_time) is None:
+        raise ConfigError("min_event_time", source,
+                          f"expected an ISO-8601 date-time within years 1-9999 (e.g. "
+                          f"{DEFAULT_MIN_EVENT_TIME}), got {config.min_event_time!r}")
 
 
 def _check_models(config: Config, source: str) -> None:

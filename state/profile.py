@@ -32,7 +32,7 @@ import orjson
 
 from segstream.errors import StateError
 
-STATE_FORMAT = 5
+STATE_FORMAT = 6
 """Bumped whenever the byte layout changes; older snapshots are refused with advice."""
 
 NO_WATERMARK = float("-inf")
@@ -80,6 +80,10 @@ class Profile:
     on_time_total: int = 0
     first_seen: float | None = None
     last_seen: float | None = None
+    last_active: float | None = None
+    """The time of the newest late event when it is newer than ``last_seen`` (``None``:
+    ``last_seen`` is the newest event). Eviction counts idleness from the newer of the
+    two; kept apart so the common case costs no bytes."""
     sessions_total: int = 0
     session_start: float | None = None
     session_events: int = 0

@@ -97,6 +97,12 @@ def test_taxonomy_from_file_and_env(tmp_path: Path) -> None:
         ("shards = 2", {"SEGSTREAM_SHARD": "2"}, "shard", "numbered from 0"),
         ("", {"SEGSTREAM_SHARD": "1"}, "shard", "below shards (1)"),
         ('shards = 2\nmodel_learn_topic = "segment-changes"', {}, "model_learn_topic", "must differ"),
+        ("max_revenue = 0", {}, "max_revenue", "finite number > 0"),
+        ("", {"SEGSTREAM_MAX_PRICE": "inf"}, "max_price", "finite number > 0"),
+        ("max_quantity = -1", {}, "max_quantity", ">= 0"),
+        ("", {"SEGSTREAM_MAX_FUTURE_SKEW_S": "inf"}, "max_future_skew_s", "finite"),
+        ('min_event_time = "last year"', {}, "min_event_time", "ISO-8601"),
+        ('min_event_time = "0001-01-01T00:00:00+01:00"', {}, "min_event_time", "years 1-9999"),
     ],
 )
 def test_bad_settings_fail_naming_the_field(tmp_path: Path, text: str, env: dict[str, str],
@@ -107,6 +113,18 @@ def test_bad_settings_fail_naming_the_field(tmp_path: Path, text: str, env: dict
         load_config(path, env=env)
     assert info.value.field == field
     assert hint in str(info.value)
+
+
+def test_input_bounds_reach_the_parser() -> None:
+    """The bounds on amounts and event times configure the parse step's validator."""
+    from segstream.flows.segmentation import event_parser  # noqa: PLC0415
+
+    config = load_config(env={"SEGSTREAM_MAX_REVENUE": "500", "SEGSTREAM_MAX_FUTURE_SKEW_S": "0",
+                              "SEGSTREAM_MIN_EVENT_TIME": "1990-01-01T00:00:00Z"})
+    parser = event_parser(config)
+    assert (parser.max_revenue, parser.max_future_skew_s) == (500.0, 0.0)
+    assert parser.min_event_time == 631152000.0
+    assert event_parser(Config()).min_event_time == 946684800.0  # 2000-01-01
 
 
 def test_kubernetes_service_links_are_not_settings() -> None:

@@ -258,6 +258,27 @@ def test_late_events_follow_the_policy(policy: str) -> None:
         assert final["sessions_total"] == "1"
 
 
+def test_clock_outliers_never_move_a_watermark() -> None:
+    """Scenario: one event from the year 9999 and one from 1970 arrive between on-time ones.
+
+    We expect both dead-lettered (future, too_old) and the on-time events that
+    follow them on time: with the year-9999 event accepted, every later event of
+    the partition would have been late, and its users evicted.
+    """
+    future = orjson.dumps({"event": "Order Completed", "userId": "u2", "messageId": "f",
+                           "timestamp": "9999-12-31T23:59:59Z", "properties": {"revenue": 5}})
+    reset = orjson.dumps({"event": "Product Viewed", "userId": "u3", "messageId": "r",
+                          "timestamp": "1970-01-01T00:00:00Z"})
+    items = [track("u1", "Product Viewed", 30), future, reset, track("u1", "Order Completed", 20)]
+    out, updates = run_flow(messages(items), config=Config(late_events="dead_letter"))
+    dead = [m for m in out if m.topic == CONFIG.dlq_topic]
+    assert [(m.value, dict(m.headers)["segstream.reason"]) for m in dead] == [
+        (future, b"future"), (reset, b"too_old")]
+    assert {u.user_id for u in updates} == {"u1"}
+    final = updates[-1].profile
+    assert (final["events_total"], final["late_total"], final["purchases_total"]) == ("2", "0", "1")
+
+
 def test_eviction_metrics_and_discarded_state() -> None:
     """An idle user is evicted at the end of a bounded input: counted, and its state dropped."""
     from segstream.metrics import EVICTIONS, USERS_IN_STATE  # noqa: PLC0415

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import orjson
 import pytest
 from hypothesis import given, settings
@@ -139,6 +141,85 @@ BAD_INPUTS = [
 ]
 
 
+HOSTILE_VALUES = [
+    pytest.param({"revenue": 1e303}, "properties.revenue", id="revenue-1e303"),
+    pytest.param({"revenue": 1e308}, "properties.revenue", id="revenue-1e308"),
+    pytest.param({"revenue": 1e140}, "properties.revenue", id="revenue-1e140"),
+    pytest.param({"revenue": -1e10}, "properties.revenue", id="revenue-negative"),
+    pytest.param({"total": 2**63}, "properties.total", id="total-huge-int"),
+    pytest.param({"revenue": 5, "price": 1e20}, "properties.price", id="price"),
+    pytest.param({"quantity": 1e7}, "properties.quantity", id="quantity"),
+    pytest.param({"products": [{"price": 3}, {"price": 1e12}]}, "properties.products[1].price",
+                 id="product-price"),
+    pytest.param({"products": [{"quantity": -1e9}]}, "properties.products[0].quantity",
+                 id="product-quantity"),
+]
+
+
+@pytest.mark.parametrize(("properties", "field"), HOSTILE_VALUES)
+def test_out_of_range_amounts_are_bad_values(properties: dict[str, object], field: str) -> None:
+    """An amount beyond its bound is dead-lettered as bad_value with a detail naming the field."""
+    result = parse(with_(properties=properties))
+    assert isinstance(result, Rejected)
+    assert result.reason == Reason.BAD_VALUE
+    assert result.detail.startswith(field + " is ")
+
+
+def test_amounts_at_their_bounds_are_accepted() -> None:
+    """Amounts up to their bounds, negative ones included (refunds), are accepted."""
+    parser = EventParser(max_revenue=100.0, max_price=10.0, max_quantity=2.0)
+    for revenue in (100.0, -100.0, 0, 99):
+        event = parser.parse(orjson.dumps(with_(properties={
+            "revenue": revenue, "price": 10.0, "quantity": -2, "products": [{"price": 10}]})))
+        assert isinstance(event, Event) and event.revenue == float(revenue)
+    rejected = parser.parse(orjson.dumps(with_(properties={"revenue": 100.5})))
+    assert isinstance(rejected, Rejected) and rejected.reason == Reason.BAD_VALUE
+
+
+@pytest.mark.parametrize("name", ["price", "quantity"])
+def test_amounts_of_the_wrong_type(name: str) -> None:
+    """A price or quantity that is not a number is wrong_type, naming the field."""
+    result = parse(with_(properties={"products": [{name: "12.5"}]}))
+    assert isinstance(result, Rejected) and result.reason == Reason.WRONG_TYPE
+    assert name in result.detail
+
+
+NOW = 1714557600.0  # 2024-05-01T10:00:00Z, the clock of the parser below
+
+
+class TestEventTimeOutliers:
+    """Clock outliers are dead-lettered before they can move a watermark."""
+
+    parser = EventParser(clock=lambda: NOW, max_future_skew_s=60.0)
+
+    def reason(self, stamp: str) -> Reason | None:
+        result = self.parser.parse(orjson.dumps(with_(timestamp=stamp)))
+        return result.reason if isinstance(result, Rejected) else None
+
+    def test_far_future_is_future(self) -> None:
+        """The year 9999, and anything beyond the skew, is 'future'."""
+        assert self.reason("9999-12-31T23:59:59Z") == Reason.FUTURE
+        assert self.reason("2024-05-01T10:01:00.001Z") == Reason.FUTURE
+        assert self.reason("2024-05-01T10:01:00Z") is None  # exactly the skew
+
+    def test_before_the_floor_is_too_old(self) -> None:
+        """A device clock reset to 1970 is 'too_old'; the floor itself is accepted."""
+        assert self.reason("1970-01-01T00:00:00Z") == Reason.TOO_OLD
+        assert self.reason("1999-12-31T23:59:59.999Z") == Reason.TOO_OLD
+        assert self.reason("2000-01-01T00:00:00Z") is None
+
+    def test_utc_outside_years_1_to_9999_is_bad_timestamp(self) -> None:
+        """Offsets that push the UTC time out of what ISO-8601 can spell are bad_timestamp."""
+        assert self.reason("9999-12-31T23:59:59-23:59") == Reason.BAD_TIMESTAMP
+        assert self.reason("0001-01-01T00:00:00+01:00") == Reason.BAD_TIMESTAMP
+
+    def test_floor_is_configurable_for_backfills(self) -> None:
+        """A backfill of an old log lowers min_event_time."""
+        parser = EventParser(min_event_time=0.0)
+        event = parser.parse(orjson.dumps(with_(timestamp="1999-05-01T00:00:00Z")))
+        assert isinstance(event, Event)
+
+
 @pytest.mark.parametrize(("raw", "reason"), BAD_INPUTS)
 def test_bad_input_is_rejected_with_reason(raw: bytes | None, reason: Reason) -> None:
     """Each kind of unusable input is rejected with its reason, original bytes and source."""
@@ -171,8 +252,12 @@ segmentish = st.fixed_dictionaries(
         "userId": st.text(max_size=5) | json_values,
         "anonymousId": st.text(max_size=5) | json_values,
         "timestamp": st.sampled_from(["2024-05-01T10:00:00Z", "2024-13-01", "9999-12-31T23:59:59Z",
-                                      "0001-01-01T00:00:00+14:00"]) | json_values,
-        "properties": st.dictionaries(st.sampled_from(["revenue", "total", "price"]), json_values)
+                                      "0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-23:59",
+                                      "1970-01-01T00:00:00Z"]) | json_values,
+        "properties": st.dictionaries(
+            st.sampled_from(["revenue", "total", "price", "quantity", "products"]),
+            json_values | st.floats(allow_nan=False) | st.lists(
+                st.dictionaries(st.sampled_from(["price", "quantity"]), json_values), max_size=3))
         | json_values,
         "context": json_values,
         "traits": json_values,
@@ -183,10 +268,16 @@ segmentish = st.fixed_dictionaries(
 @settings(max_examples=1000, deadline=None)
 @given(segmentish)
 def test_arbitrary_segment_like_objects_never_raise(doc: dict[str, object]) -> None:
-    """Objects shaped like Segment calls with any field types parse or reject, never raise."""
+    """Objects shaped like Segment calls with any field types parse or reject, never raise.
+
+    What is accepted has a bounded revenue and a timestamp between the floor and
+    the clock plus the skew.
+    """
     result = PARSER.parse(orjson.dumps(doc))
     assert isinstance(result, Event | Rejected)
     if isinstance(result, Event):
         assert isinstance(result.key, str) and result.key
         assert isinstance(result.timestamp, float)
+        assert PARSER.min_event_time <= result.timestamp <= time.time() + PARSER.max_future_skew_s
         assert isinstance(result.revenue, float)
+        assert abs(result.revenue) <= PARSER.max_revenue

@@ -139,3 +139,20 @@ def test_aggregates_binned_otherwise_are_left_out(caplog: pytest.LogCaptureFixtu
     hourly.set_remote([logarithmic.partial()])
     assert hourly.stat("mean", "t") is None
     assert "binned as log, here as linear:3600" in caplog.text
+
+
+@pytest.mark.parametrize("extreme", [1e303, 1e308, -1e308, 1e140, 1.7976931348623157e308])
+def test_extreme_values_never_raise_and_leave_no_trace(extreme: float) -> None:
+    """A value that overflowed the fixed-point sums (1e303) is clipped: finite statistics, no
+    exception, and its removal restores the statistics exactly."""
+    population = Population(("x",), refresh_share=0.0)
+    for value in (10.0, 20.0, 30.0):
+        population.replace(None, (value,))
+    before = population.snapshot()
+    population.replace(None, (extreme,))
+    population.replace(None, (extreme,))  # two of them made revenue_total infinite
+    stats = population.snapshot()["x"]
+    assert all(value is not None and math.isfinite(value) for value in stats.values())
+    population.replace((extreme,), None)
+    population.replace((extreme,), None)
+    assert population.snapshot() == before

@@ -333,6 +333,52 @@ def test_eviction_and_return_in_one_batch_continue_versions() -> None:
 # --- lateness --------------------------------------------------------------------------
 
 
+def evicted_at(logic: UserLogic, watermark: float) -> bool:
+    """Advance the user to ``watermark``; return whether that evicted them."""
+    return any(update.evicted for update in logic.on_items([Tick(watermark, CLOCK)]))
+
+
+def test_an_event_from_1970_never_shortens_a_live_users_life() -> None:
+    """A device clock reset to 1970 (floor lowered for a backfill) leaves the eviction deadline alone."""
+    config = UserConfig(state_ttl_s=90 * DAY)
+    logic, _ = run(stamp([event("page_view", T0, mid="a"), event("page_view", T0 + 100, mid="b")]),
+                   config)
+    reset = stamp_event(event("purchase", 0.0, 5.0, mid="1970"), T0 + 200, CLOCK)
+    [update] = logic.on_items([reset])
+    assert not update.evicted
+    values = final_features(logic, config)
+    assert (values["events_total"], values["late_total"], values["first_seen"]) == (3, 1, 0.0)
+    assert values["last_seen"] == T0 + 100
+    assert not evicted_at(logic, T0 + 100 + 90 * DAY - 1)
+    assert evicted_at(logic, T0 + 100 + 90 * DAY + 1)
+
+
+def test_an_old_late_event_does_not_evict_a_user_whose_events_are_pending() -> None:
+    """Scenario: a user's only on-time events still wait for the watermark when an event months
+    old arrives. We expect no eviction: all three events end in the one profile."""
+    config = UserConfig(state_ttl_s=90 * DAY)
+    watermark = T0 - LATENESS
+    first = [stamp_event(event("page_view", T0 + i, mid=f"m{i}"), watermark, CLOCK) for i in range(2)]
+    old = stamp_event(event("purchase", T0 - 200 * DAY, 9.0, mid="old"), watermark, CLOCK)
+    logic, updates = run([*first, old, Tick(T0 + 10, CLOCK)], config)
+    assert not any(u.evicted for u in updates)
+    values = final_features(logic, config)
+    assert (values["events_total"], values["late_total"], values["purchases_total"]) == (3, 1, 1)
+    assert not evicted_at(logic, T0 + 1 + 90 * DAY - 1)
+    assert evicted_at(logic, T0 + 1 + 90 * DAY + 1)
+
+
+def test_a_late_event_newer_than_the_last_on_time_one_extends_life() -> None:
+    """Eviction counts idleness from the newest event, late ones included."""
+    config = UserConfig(state_ttl_s=10 * DAY)
+    logic, _ = run(stamp([event("page_view", T0, mid="a")]), config)
+    assert not evicted_at(logic, T0 + 5 * DAY)  # other users moved the partition on
+    late = stamp_event(event("page_view", T0 + 2 * DAY, mid="late"), T0 + 5 * DAY, CLOCK)
+    logic.on_items([late])
+    assert not evicted_at(logic, T0 + 12 * DAY - 1)
+    assert evicted_at(logic, T0 + 12 * DAY + 1)
+
+
 def test_late_event_counts_only_in_aggregates() -> None:
     """A late event (apply policy) adds to totals and day windows, not sessions or hours."""
     items = stamp([event("page_view", T0, mid="a"), event("page_view", T0 + 7200, mid="b")])
