@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime, timedelta, timezone
 
 import orjson
 import pytest
@@ -10,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from segstream.operators.events import Event, Reason, Rejected
-from segstream.operators.parse import EventParser
+from segstream.operators.parse import EventParser, parse_timestamp
 from segstream.operators.taxonomy import Taxonomy
 
 PARSER = EventParser()
@@ -281,3 +282,36 @@ def test_arbitrary_segment_like_objects_never_raise(doc: dict[str, object]) -> N
         assert PARSER.min_event_time <= result.timestamp <= time.time() + PARSER.max_future_skew_s
         assert isinstance(result.revenue, float)
         assert abs(result.revenue) <= PARSER.max_revenue
+
+
+ANY_TIME_PARSER = EventParser(min_event_time=-1e12, max_future_skew_s=1e12)
+"""Accepts every timestamp ISO-8601 can spell: what a backfill with the floor and skew opened up sees."""
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.datetimes(min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30),
+                    timezones=st.sampled_from([UTC, None, timezone(timedelta(hours=14)),
+                                               timezone(-timedelta(hours=23, minutes=59))])))
+def test_every_accepted_timestamp_round_trips_through_every_output(moment: datetime) -> None:
+    """A timestamp the parser accepts comes back, to the millisecond, from every place it is written:
+    a change's event_time, a profile's first_seen/last_seen, the dead letter's detail."""
+    from segstream.operators.changes import change_value  # noqa: PLC0415
+    from segstream.operators.events import Change  # noqa: PLC0415
+    from segstream.operators.features import FeatureConfig, apply_fact, fact_of, features  # noqa: PLC0415
+    from segstream.operators.user import profile_fields  # noqa: PLC0415
+    from segstream.state.profile import Profile, UserState  # noqa: PLC0415
+
+    event = ANY_TIME_PARSER.parse(orjson.dumps(with_(timestamp=moment.isoformat())))
+    if isinstance(event, Rejected):  # outside years 1-9999 once in UTC: nothing to write
+        assert event.reason == Reason.BAD_TIMESTAMP
+        return
+    expected = round(event.timestamp * 1000)
+    change = Change("u1", "rule", "loyal", "enter", None, event.timestamp, 1, "m1")
+    written = [orjson.loads(change_value(change, emitted_at=event.timestamp))["event_time"]]
+    profile = Profile()
+    apply_fact(profile, fact_of(event, FeatureConfig()), FeatureConfig())
+    fields = profile_fields(features(profile, FeatureConfig()), UserState("u1"), profile)
+    written += [fields["first_seen"], fields["last_seen"], fields["last_purchase"]]
+    for text in written:
+        again = parse_timestamp(text)
+        assert again is not None and round(again * 1000) == expected, (text, event.timestamp)
