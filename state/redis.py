@@ -21,12 +21,12 @@ Key layout (prefix configurable, default ``seg:``), written only here:
 
 Writes go through one Lua script per user, batched in one pipeline per sink
 batch. The script applies a profile only if ``(version, events_total)`` is
-greater than what is stored, and a membership operation only if its change's
-version is greater than the stored version. An eviction deletes the hash
-(after its ``exit`` changes left the member sets) unless a newer version is
-stored. So a replay after a crash (Bytewax
-is at-least-once) never moves a profile backwards and Redis converges to the
-state of an uninterrupted run.
+greater than what is stored (compared exactly, as decimal integers), and moves
+the user's memberships to what the new profile lists. An eviction leaves every
+set the stored profile lists and deletes the hash, unless a newer version is
+stored. So a replay after a crash (Bytewax is at-least-once) never moves a
+profile backwards, and whatever a replay decides, a user is in
+``members:{segment}`` exactly when their stored profile lists the segment.
 
 >>> RedisLayout("seg:").user("u1"), RedisLayout("seg:").members("journey:decision")
 ('seg:user:u1', 'seg:members:journey:decision')
@@ -35,7 +35,7 @@ state of an uninterrupted run.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,98 +43,111 @@ import orjson
 import redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
-from segstream.operators.events import Change, iso_utc
+from segstream.operators.events import iso_utc
 from segstream.operators.models import ModelEvent
 from segstream.operators.user import UserUpdate
 
-ENTER = "enter"
 SINGLE_VALUED_FIELDS = {"journey": "journey", "cluster": "cluster", "churn": "churn_band"}
 """Profile field holding the value of each single-valued kind (segment ``kind:value``)."""
+RULES_FIELD = "segments"
+"""Profile field holding the user's rule segments (a JSON list of bare names)."""
 
-# KEYS[1] = profile hash, KEYS[2..] = member sets named by the ops.
-# ARGV[1] = version, ARGV[2] = events_total, ARGV[3] = "p" (write the profile)
-# or "e" (the user was evicted: delete it), ARGV[4] = the profile's fields as a
-# JSON object of strings, ARGV[5] = updated_at ("" for none), ARGV[6] = the
-# prefix of member-set keys, then per op (aligned with KEYS[2..]): change
-# version and "+" (SADD) or "-" (SREM). ARGV[last] = user id.
-# When a profile is written, each single-valued kind's membership moves to the
-# value the profile holds (SINGLE_FIELDS, SINGLE_KINDS and SINGLE_FIELD_NAMES
-# are filled in from SINGLE_VALUED_FIELDS below). A replay after a crash may
-# decide another value (a model output) than Redis holds, at a version Redis
-# already has (its op is skipped) or with a `previous` Redis never saw; the
-# profile is what Redis holds, so following it leaves no stale membership.
-# Those sets are keys not in KEYS, which standalone Redis allows (not Redis
-# Cluster). One JSON argument instead of a hundred field/value arguments:
-# packing arguments is most of a client's cost per user.
+# KEYS[1] = profile hash. ARGV[1] = version, ARGV[2] = events_total (both decimal
+# integers), ARGV[3] = "p" (write the profile) or "e" (the user was evicted:
+# delete it), ARGV[4] = the profile's fields as a JSON object of strings,
+# ARGV[5] = updated_at ("" for none), ARGV[6] = the prefix of member-set keys,
+# ARGV[7] = user id.
+#
+# Membership follows the profile, never the changes: when a newer profile is
+# written, the user leaves the sets of what the stored profile lists and the new
+# one does not (rule segments in RULES_FIELD, one value per single-valued kind)
+# and enters the sets of what only the new one lists; an eviction leaves every
+# set the stored profile lists, then deletes it. So after any interleaving of
+# writes, replays that decided otherwise (a model output, a population
+# statistic) and evictions, a user is in a set if and only if their stored
+# profile lists it. A profile without a field (an older layout) leaves that
+# field's memberships alone. The sets are keys not in KEYS, which standalone
+# Redis allows (not Redis Cluster). One JSON argument instead of a hundred
+# field/value arguments: packing arguments is most of a client's cost per user.
+#
+# Versions are compared as decimal strings, exactly: Lua numbers are doubles,
+# which tell 2^53 and 2^53 + 1 apart no more.
 _APPLY_UPDATE = """
-local stored = redis.call('HMGET', KEYS[1], 'version', 'events_total', SINGLE_FIELDS)
-local cur_v = tonumber(stored[1]) or -1
-local cur_n = tonumber(stored[2]) or -1
-local v = tonumber(ARGV[1])
-local n = tonumber(ARGV[2])
-local user = ARGV[#ARGV]
-local members = ARGV[6]
-local pos = 7
-for k = 2, #KEYS do
-  local op_version = tonumber(ARGV[pos])
-  if op_version > cur_v then
-    if ARGV[pos + 1] == '+' then
-      redis.call('SADD', KEYS[k], user)
-    else
-      redis.call('SREM', KEYS[k], user)
-    end
+local function newer(a, b)
+  if not b then return true end
+  if #a ~= #b then return #a > #b end
+  return a > b
+end
+local stored = redis.call('HMGET', KEYS[1], 'version', 'events_total', 'RULES_FIELD', SINGLE_FIELDS)
+local v, n = ARGV[1], ARGV[2]
+local members, user = ARGV[6], ARGV[7]
+local function listed(text)
+  local out = {}
+  if text and text ~= '' then
+    for _, name in ipairs(cjson.decode(text)) do out[name] = true end
   end
-  pos = pos + 2
+  return out
 end
 if ARGV[3] == 'e' then
-  if v >= cur_v then
-    -- Also leave the sets of the values the profile holds, should they differ
-    -- from what the eviction's changes name (a replay that decided otherwise).
-    for i, kind in ipairs(SINGLE_KINDS) do
-      local held = stored[2 + i]
-      if held and held ~= '' then
-        redis.call('SREM', members .. kind .. ':' .. held, user)
-      end
-    end
-    redis.call('DEL', KEYS[1])
-    return 1
+  if stored[1] and newer(stored[1], v) then
+    return 0
   end
-  return 0
-end
-if v > cur_v or (v == cur_v and n > cur_n) then
-  local fields = cjson.decode(ARGV[4])
+  for name in pairs(listed(stored[3])) do
+    redis.call('SREM', members .. name, user)
+  end
   for i, kind in ipairs(SINGLE_KINDS) do
-    local new, held = fields[SINGLE_FIELD_NAMES[i]], stored[2 + i]
-    if new ~= nil and new ~= held then
-      if held and held ~= '' then
-        redis.call('SREM', members .. kind .. ':' .. held, user)
-      end
-      if new ~= '' then
-        redis.call('SADD', members .. kind .. ':' .. new, user)
-      end
+    local held = stored[3 + i]
+    if held and held ~= '' then
+      redis.call('SREM', members .. kind .. ':' .. held, user)
     end
   end
-  local flat = {}
-  for name, value in pairs(fields) do
-    flat[#flat + 1] = name
-    flat[#flat + 1] = value
-  end
-  if ARGV[5] ~= '' then
-    flat[#flat + 1] = 'updated_at'
-    flat[#flat + 1] = ARGV[5]
-  end
-  if #flat > 0 then
-    redis.call('HSET', KEYS[1], unpack(flat))
-  end
+  redis.call('DEL', KEYS[1])
   return 1
 end
-return 0
+if not (newer(v, stored[1]) or (v == stored[1] and newer(n, stored[2]))) then
+  return 0
+end
+local fields = cjson.decode(ARGV[4])
+if fields['RULES_FIELD'] ~= nil then
+  local old, new = listed(stored[3]), listed(fields['RULES_FIELD'])
+  for name in pairs(old) do
+    if not new[name] then redis.call('SREM', members .. name, user) end
+  end
+  for name in pairs(new) do
+    if not old[name] then redis.call('SADD', members .. name, user) end
+  end
+end
+for i, kind in ipairs(SINGLE_KINDS) do
+  local new, held = fields[SINGLE_FIELD_NAMES[i]], stored[3 + i]
+  if new ~= nil and new ~= held then
+    if held and held ~= '' then
+      redis.call('SREM', members .. kind .. ':' .. held, user)
+    end
+    if new ~= '' then
+      redis.call('SADD', members .. kind .. ':' .. new, user)
+    end
+  end
+end
+local flat = {}
+for name, value in pairs(fields) do
+  flat[#flat + 1] = name
+  flat[#flat + 1] = value
+end
+if ARGV[5] ~= '' then
+  flat[#flat + 1] = 'updated_at'
+  flat[#flat + 1] = ARGV[5]
+end
+if #flat > 0 then
+  redis.call('HSET', KEYS[1], unpack(flat))
+end
+return 1
 """
 _SINGLE = sorted(SINGLE_VALUED_FIELDS.items())
 _APPLY_UPDATE = (
     "local SINGLE_KINDS = {" + ", ".join(f"'{kind}'" for kind, _ in _SINGLE) + "}\n"
     + "local SINGLE_FIELD_NAMES = {" + ", ".join(f"'{f}'" for _, f in _SINGLE) + "}\n"
     + _APPLY_UPDATE.replace("SINGLE_FIELDS", ", ".join(f"'{f}'" for _, f in _SINGLE))
+    .replace("RULES_FIELD", RULES_FIELD)
 )
 
 
@@ -171,26 +184,6 @@ class RedisLayout:
     def population_processes(self) -> str:
         """Key of the sorted set of processes with aggregates (score: when theirs expire, ms)."""
         return f"{self.prefix}population-processes"
-
-
-def membership_ops(changes: Iterable[Change]) -> list[tuple[int, str, str]]:
-    """Turn changes into ``(version, "+"|"-", segment)`` set operations, in order.
-
-    Entering a single-valued segment also leaves ``previous``.
-
-    >>> c = Change("u", "journey", "journey:b", "enter", "journey:a", 0.0, 2, "m")
-    >>> membership_ops([c])
-    [(2, '-', 'journey:a'), (2, '+', 'journey:b')]
-    """
-    ops: list[tuple[int, str, str]] = []
-    for change in changes:
-        if change.change == ENTER:
-            if change.previous is not None:
-                ops.append((change.version, "-", change.previous))
-            ops.append((change.version, "+", change.segment))
-        else:
-            ops.append((change.version, "-", change.segment))
-    return ops
 
 
 # KEYS[1] = the models' hash, KEYS[2..] = cluster hashes. ARGV[1] = model
@@ -343,12 +336,8 @@ class RedisStore:
             update.version, update.events_total, "e" if update.evicted else "p",
             b"{}" if update.evicted else update.profile_json,
             "" if updated_at is None or update.evicted else updated_at,
-            self._layout.members(""),
+            self._layout.members(""), update.user_id,
         ]
-        for op_version, op, segment in membership_ops(update.changes):
-            keys.append(self._layout.members(segment))
-            args += (op_version, op)
-        args.append(update.user_id)
         return keys, args
 
     def apply_model(self, events: Sequence[ModelEvent]) -> int:

@@ -31,14 +31,16 @@ def enter(version: int, phase: str, previous: str | None) -> Change:
                   None if previous is None else f"journey:{previous}", 0.0, version, f"m{version}")
 
 
-def update(version: int, events: int, changes: list[Change], journey: str | None = None
-           ) -> UserUpdate:
-    """An update whose profile holds ``journey`` (default: the phase its changes enter last)."""
+def update(version: int, events: int, changes: list[Change], journey: str | None = None,
+           segments: list[str] | None = None) -> UserUpdate:
+    """An update whose profile holds ``journey`` (default: the phase its changes enter last)
+    and the rule ``segments`` (default: none)."""
     if journey is None:
         entered = [c.segment for c in changes if c.kind == "journey" and c.change == "enter"]
         journey = entered[-1].partition(":")[2] if entered else ""
     return UserUpdate("u1", version, events, orjson.dumps(
-        {"version": str(version), "events_total": str(events), "journey": journey}), tuple(changes))
+        {"version": str(version), "events_total": str(events), "journey": journey,
+         "segments": orjson.dumps(sorted(segments or [])).decode()}), tuple(changes))
 
 
 def test_key_layout(store: RedisStore, redis_server: RedisServer, redis_prefix: str) -> None:
@@ -149,7 +151,9 @@ def exit_(version: int, segment: str) -> Change:
 def test_eviction_deletes_profile_and_memberships(store: RedisStore) -> None:
     """An eviction removes the hash and, through its exits, the member-set entries."""
     store.apply([update(1, 1, [enter(1, "awareness", None),
-                               Change("u1", "rule", "needs_enrichment", "enter", None, 0.0, 2, "m")])])
+                               Change("u1", "rule", "needs_enrichment", "enter", None, 0.0, 2, "m")],
+                        segments=["needs_enrichment"])])
+    assert store.members("needs_enrichment") == {"u1"}
     evicted = UserUpdate("u1", 4, 1, b"{}", (
         Change("u1", "journey", "journey:awareness", "exit", None, 0.0, 3, "timer:evict"),
         exit_(4, "needs_enrichment")), evicted=True)
@@ -161,7 +165,8 @@ def test_eviction_deletes_profile_and_memberships(store: RedisStore) -> None:
 def test_replayed_eviction_never_deletes_a_newer_life(store: RedisStore) -> None:
     """After a crash the eviction replays: the user's newer profile stays."""
     evicted = UserUpdate("u1", 4, 1, b"{}", (exit_(4, "needs_enrichment"),), evicted=True)
-    newer = update(10, 1, [Change("u1", "rule", "needs_enrichment", "enter", None, 0.0, 10, "m")])
+    newer = update(10, 1, [Change("u1", "rule", "needs_enrichment", "enter", None, 0.0, 10, "m")],
+                   segments=["needs_enrichment"])
     store.apply([evicted, newer])
     assert store.apply([evicted]) == 0
     assert store.profile("u1")["version"] == "10"
@@ -315,3 +320,102 @@ def test_send_apply_raises_a_script_error_and_the_store_goes_on(
     raw.delete(f"{redis_prefix}user:u1")
     assert store.send_apply([update(1, 1, []), other]).result() == 2
     assert store.user_ids() == ["u1", "u2"]
+
+
+# --- exact versions, and membership that always follows the stored profile ---------------
+
+BOUNDARY = 2**53
+"""Where doubles stop telling integers apart: Lua's tonumber sees 2^53 + 1 as 2^53."""
+
+
+def test_versions_are_compared_exactly_beyond_2_to_the_53(store: RedisStore) -> None:
+    """A newer version one above 2^53 wins, an older one is skipped, an eviction compares alike."""
+    store.apply([update(BOUNDARY, 1, [], journey="a", segments=["loyal"])])
+    assert store.apply([update(BOUNDARY + 1, 1, [], journey="b", segments=[])]) == 1
+    assert store.profile("u1")["journey"] == "b"
+    assert store.members("loyal") == set()
+    assert store.apply([update(BOUNDARY, 9, [], journey="a", segments=["loyal"])]) == 0
+    assert store.members("loyal") == set() and store.members("journey:b") == {"u1"}
+    assert store.apply([UserUpdate("u1", BOUNDARY, 1, b"{}", (), evicted=True)]) == 0
+    assert store.profile("u1")["journey"] == "b"
+    assert store.apply([UserUpdate("u1", BOUNDARY + 1, 1, b"{}", (), evicted=True)]) == 1
+    assert store.profile("u1") == {} and store.segments() == {}
+
+
+def test_a_replay_that_decides_a_rule_otherwise_leaves_no_stale_membership(store: RedisStore) -> None:
+    """Scenario: before a crash, version 10 put the user in high_value (a population statistic).
+    The replay decides otherwise at version 10 (skipped: Redis has it) and writes version 12
+    without high_value and without an exit (it never entered). We expect the user out of
+    seg:members:high_value, as the profile says, and out of every set once evicted."""
+    store.apply([update(10, 3, [Change("u1", "rule", "high_value", "enter", None, 0.0, 10, "m")],
+                        journey="decision", segments=["high_value", "loyal"])])
+    assert store.apply([update(10, 3, [], journey="decision", segments=["loyal"])]) == 0
+    store.apply([update(12, 4, [], journey="decision", segments=["loyal"])])
+    assert {seg: m for seg, m in store.segments().items() if m} == {
+        "journey:decision": {"u1"}, "loyal": {"u1"}}
+    store.apply([update(10, 3, [], journey="decision", segments=["high_value", "loyal"])])
+    assert store.members("high_value") == set()
+    store.apply([UserUpdate("u1", 20, 4, b"{}", (), evicted=True)])
+    assert {seg: m for seg, m in store.segments().items() if m} == {}
+
+
+RULES = ("high_value", "loyal", "cart_abandoner")
+USERS = ("u0", "u1", "u2")
+VERSIONS = st.integers(0, 5).map(lambda k: BOUNDARY - 3 + k)
+
+
+def test_redis_converges_to_the_newest_profile_under_any_interleaving(
+        redis_server: RedisServer, redis_prefix: str) -> None:
+    """A state machine against a real redis-server: random writes (old and new, deciding
+    anything), replays and evictions; after every step each user is in exactly the sets their
+    stored profile lists, an evicted user in none, and the profile is the newest written."""
+    from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test  # noqa: PLC0415
+
+    class Convergence(RuleBasedStateMachine):
+        def __init__(self) -> None:
+            super().__init__()
+            self.store = RedisStore.from_url(redis_server.url, redis_prefix)
+            self.store._client.flushdb()
+            self.model: dict[str, tuple[int, int, dict[str, str]] | None] = dict.fromkeys(USERS)
+
+        def teardown(self) -> None:
+            self.store.close()
+
+        @rule(user=st.sampled_from(USERS), version=VERSIONS, events=st.integers(0, 3),
+              rules=st.sets(st.sampled_from(RULES)), journey=st.sampled_from(["", "a", "b"]),
+              cluster=st.sampled_from(["", "1", "2"]), band=st.sampled_from(["", "low", "high"]))
+        def write(self, user: str, version: int, events: int, rules: set[str], journey: str,
+                  cluster: str, band: str) -> None:
+            fields = {"version": str(version), "events_total": str(events), "journey": journey,
+                      "cluster": cluster, "churn_band": band,
+                      "segments": orjson.dumps(sorted(rules)).decode()}
+            self.store.apply([UserUpdate(user, version, events, orjson.dumps(fields), ())])
+            held = self.model[user]
+            if held is None or (version, events) > held[:2]:
+                self.model[user] = (version, events, fields)
+
+        @rule(user=st.sampled_from(USERS), version=VERSIONS)
+        def evict(self, user: str, version: int) -> None:
+            self.store.apply([UserUpdate(user, version, 0, b"{}", (), evicted=True)])
+            held = self.model[user]
+            if held is None or version >= held[0]:
+                self.model[user] = None
+
+        @invariant()
+        def sets_follow_the_stored_profile(self) -> None:
+            sets = self.store.segments()
+            for user, held in self.model.items():
+                expected: set[str] = set()
+                if held is None:
+                    assert self.store.profile(user) == {}
+                else:
+                    fields = held[2]
+                    assert self.store.profile(user) == fields
+                    expected = set(orjson.loads(fields["segments"]))
+                    expected |= {f"{kind}:{fields[name]}" for kind, name in
+                                 (("journey", "journey"), ("cluster", "cluster"),
+                                  ("churn", "churn_band")) if fields[name]}
+                assert {seg for seg, members in sets.items() if user in members} == expected
+
+    run_state_machine_as_test(Convergence, settings=settings(
+        max_examples=60, stateful_step_count=30, deadline=None))
