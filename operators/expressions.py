@@ -4,7 +4,7 @@ Expressions are parsed once, at start-up, into a tree that is type-checked
 against the names a profile offers, and evaluated per user without ``eval``::
 
     purchases_30d >= 3 and aov_90d > 50
-    monetary_30d > p90(monetary_30d)
+    revenue_30d > p90(revenue_30d)
     aov_90d > mean(aov_90d) + 2 * std(aov_90d)
     device == "mobile" and not (churn_p > 0.7)
 
@@ -23,6 +23,14 @@ Grammar (lowest precedence first)::
 A number may carry a duration unit, ``s``, ``m``, ``h``, ``d`` or ``w``, and
 then counts seconds: ``since_last_purchase_s <= 14d``.
 
+A string is in double or single quotes, holds any Unicode, and takes the
+escapes of TOML and JSON: ``\\"``, ``\\'``, ``\\\\``, ``\\/``, ``\\b``, ``\\f``,
+``\\n``, ``\\r``, ``\\t``, ``\\uXXXX`` (a surrogate pair for one character) and
+``\\UXXXXXXXX``; any other escape is an error at its column.
+
+Parentheses, ``not`` and unary ``-`` nest at most :data:`MAX_NESTING` deep;
+chains of one operator (``a or b or ...``) are any length.
+
 Functions take one feature name and stand for a statistic of that feature
 over the live population: ``p1``..``p99`` (percentiles), ``mean``, ``std``.
 
@@ -38,6 +46,7 @@ True
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -61,6 +70,10 @@ _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 """A number with one of these suffixes is a duration in seconds (``14d`` is 1209600)."""
 _PERCENTILE = re.compile(r"p([1-9][0-9]?)")
 COMPARISONS = ("<", "<=", ">", ">=", "==", "!=")
+MAX_NESTING = 32
+"""How deep parentheses, ``not`` and unary ``-`` may nest (deeper ones exhaust Python's stack)."""
+_SIMPLE_ESCAPES = {'"': '"', "'": "'", "\\": "\\", "/": "/", "b": "\b", "f": "\f", "n": "\n",
+                   "r": "\r", "t": "\t"}
 
 Stats = Callable[[str, str], float | None]
 """``stats(function, feature)``: a population statistic, ``None`` if not known yet."""
@@ -83,6 +96,8 @@ class Node:
 
     kind: str  # num, str, bool, name, stat, neg, not, logic, cmp, arith
     value: Any = None
+    """The operator: ``and``/``or`` of a ``logic`` chain, a comparison's, or for an
+    ``arith`` chain the operator before each child but the first."""
     children: tuple[Node, ...] = ()
     type: str = NUMBER
 
@@ -124,7 +139,11 @@ def parse(text: str, schema: Mapping[str, str], *, source: str = "expression",
 
     """
     parser = _Parser(text, schema, source, line, field)
-    root = parser.expression()
+    try:
+        root = parser.expression()
+    except RecursionError:  # MAX_NESTING keeps well within the stack; this is the last guard
+        parser.fail(1, "the expression nests too deeply")
+        raise AssertionError from None  # unreachable: fail raises
     parser.expect_end()
     if root.type != BOOL:
         parser.fail(1, f"a segment expression must be true or false, this one is a {root.type}")
@@ -137,6 +156,7 @@ class _Parser:
         self.text, self.schema, self.source, self.line, self.field = text, schema, source, line, field
         self.tokens = self._tokenize(text)
         self.pos = 0
+        self.depth = 0
         self.names: set[str] = set()
         self.statistics: list[tuple[str, str]] = []
 
@@ -187,15 +207,26 @@ class _Parser:
 
     def chain(self, ops: tuple[str, ...], operand: Callable[[], Node], kind: str,
               takes: str, verb: str) -> Node:
-        """Parse a left-associative chain of binary operators over operands of type ``takes``."""
-        left = operand()
+        """Parse a left-associative chain of binary operators over operands of type ``takes``.
+
+        The chain is one node, however long: its children in order and, for
+        arithmetic, the operator before each child but the first. A chain of
+        500 terms is as deep as a chain of two.
+        """
+        first = operand()
+        children, between = [first], []
         while (token := self.take(*ops)) is not None:
             right = operand()
-            for side in (left, right):
+            for side in (first, right) if len(children) == 1 else (right,):
                 if side.type != takes:
                     self.fail(token.column, f"'{token.text}' {verb}, not a {side.type}")
-            left = Node(kind, token.text, (left, right), takes)
-        return left
+            children.append(right)
+            between.append(token.text)
+        if len(children) == 1:
+            return first
+        if kind == "logic":  # "and" or "or": one operator per chain
+            return Node(kind, between[0], tuple(children), takes)
+        return Node(kind, tuple(between), tuple(children), takes)
 
     def prefix(self, op: str, operand: Callable[[], Node], itself: Callable[[], Node], kind: str,
                takes: str, what: str) -> Node:
@@ -203,7 +234,9 @@ class _Parser:
         token = self.take(op)
         if token is None:
             return operand()
+        self.nest(token)
         inner = itself()
+        self.depth -= 1
         if inner.type != takes:
             self.fail(token.column, f"'{op}' takes {what}, not a {inner.type}")
         return Node(kind, None, (inner,), takes)
@@ -241,16 +274,20 @@ class _Parser:
         self.pos += 1
         if token.kind == "number":
             unit = _DURATION_UNITS.get(token.text[-1], 1)
-            return Node("num", float(token.text.rstrip("smhdw")) * unit, (), NUMBER)
+            number = float(token.text.rstrip("smhdw")) * unit
+            if not math.isfinite(number):
+                self.fail(token.column, f"{token.text} is too large for a number")
+            return Node("num", number, (), NUMBER)
         if token.kind == "string":
-            body = token.text[1:-1].encode().decode("unicode_escape")
-            return Node("str", body, (), STRING)
+            return Node("str", self.unescape(token), (), STRING)
         if token.kind == "kw" and token.text in ("true", "false"):
             return Node("bool", token.text == "true", (), BOOL)
         if token.kind == "op" and token.text == "(":
+            self.nest(token)
             inner = self.expression()
             if self.take(")") is None:
                 self.fail(self.peek().column, "missing ')'")
+            self.depth -= 1
             return inner
         if token.kind == "name":
             if self.take("(") is not None:
@@ -259,6 +296,44 @@ class _Parser:
         what = "the end of the expression" if token.kind == "end" else repr(token.text)
         self.fail(token.column, f"expected a value, found {what}")
         raise AssertionError  # unreachable: fail raises
+
+    def nest(self, token: _Token) -> None:
+        """Go one level deeper at ``token``; fail beyond :data:`MAX_NESTING`."""
+        self.depth += 1
+        if self.depth > MAX_NESTING:
+            self.fail(token.column, f"nested more than {MAX_NESTING} levels deep "
+                      "(parentheses, 'not' and '-' count)")
+
+    def unescape(self, token: _Token) -> str:
+        """Return a string literal's text, escapes decoded (TOML/JSON escapes, see the module doc)."""
+        body, out, at = token.text[1:-1], [], 0
+        while (slash := body.find("\\", at)) != -1:
+            out.append(body[at:slash])
+            column = token.column + 1 + slash
+            code = body[slash + 1:slash + 2]
+            if code in _SIMPLE_ESCAPES:
+                out.append(_SIMPLE_ESCAPES[code])
+                at = slash + 2
+                continue
+            if code not in ("u", "U"):
+                self.fail(column, f"unknown escape '\\{code}' in a string (use \\\\ for a "
+                          "backslash)")
+            width = 4 if code == "u" else 8
+            digits = body[slash + 2:slash + 2 + width]
+            if len(digits) != width or not all(c in "0123456789abcdefABCDEF" for c in digits):
+                self.fail(column, f"'\\{code}' takes {width} hexadecimal digits")
+            point, at = int(digits, 16), slash + 2 + width
+            if 0xD800 <= point < 0xDC00 and body[at:at + 2] == "\\u":  # a surrogate pair
+                low = body[at + 2:at + 6]
+                if len(low) == 4 and all(c in "0123456789abcdefABCDEF" for c in low) \
+                        and 0xDC00 <= int(low, 16) < 0xE000:
+                    point = 0x10000 + ((point - 0xD800) << 10) + (int(low, 16) - 0xDC00)
+                    at += 6
+            if 0xD800 <= point < 0xE000 or point > 0x10FFFF:
+                self.fail(column, f"'\\{code}{digits}' is not a Unicode character")
+            out.append(chr(point))
+        out.append(body[at:])
+        return "".join(out)
 
     def name(self, token: _Token) -> Node:
         kind = self.schema.get(token.text)
@@ -331,27 +406,46 @@ def _compile(node: Node) -> _Compiled:  # noqa: C901 - one case per node kind
         inner = _truth_of(_compile(node.children[0]))
         return lambda values, stats: not inner(values, stats)
     if kind == "logic":
-        first, second = (_truth_of(_compile(child)) for child in node.children)
+        terms = tuple(_truth_of(_compile(child)) for child in node.children)
+        if len(terms) == 2:  # the common case, without a loop
+            first, second = terms
+            if node.value == "or":
+                return lambda values, stats: first(values, stats) or second(values, stats)
+            return lambda values, stats: first(values, stats) and second(values, stats)
         if node.value == "or":
-            return lambda values, stats: first(values, stats) or second(values, stats)
-        return lambda values, stats: first(values, stats) and second(values, stats)
+            return lambda values, stats: any(term(values, stats) for term in terms)
+        return lambda values, stats: all(term(values, stats) for term in terms)
     if kind == "neg":
         operand = _compile(node.children[0])
         return lambda values, stats: -operand(values, stats)
-    left, right = (_compile(child) for child in node.children)
     if kind == "arith":
-        op = node.value
-        if op == "/":
-            def divide(values: Mapping[str, Any], stats: Stats | None) -> Any:
-                denominator = right(values, stats)
-                if denominator == 0:
-                    raise _Missing
-                return left(values, stats) / denominator
-            return divide
-        apply = _ARITH[op]
-        return lambda values, stats: apply(left(values, stats), right(values, stats))
+        return _compile_arithmetic(node)
+    left, right = (_compile(child) for child in node.children)
     compare = _COMPARE[node.value]
     return lambda values, stats: compare(left(values, stats), right(values, stats))
+
+
+def _compile_arithmetic(node: Node) -> _Compiled:
+    """Compile a chain ``a op b op c ...``: folded left to right, ``/`` by 0 a missing value."""
+    operands = [_compile(child) for child in node.children]
+    steps = tuple(zip((_ARITH[op] for op in node.value), operands[1:], strict=True))
+    first = operands[0]
+    if len(steps) == 1:  # the common case, without a loop
+        [(apply, second)] = steps
+        return lambda values, stats: apply(first(values, stats), second(values, stats))
+
+    def fold(values: Mapping[str, Any], stats: Stats | None) -> Any:
+        result = first(values, stats)
+        for apply, operand in steps:
+            result = apply(result, operand(values, stats))
+        return result
+    return fold
+
+
+def _divide(a: Any, b: Any) -> Any:
+    if b == 0:
+        raise _Missing
+    return a / b
 
 
 def _truth_of(run: _Compiled) -> _Condition:
@@ -365,7 +459,7 @@ def _truth_of(run: _Compiled) -> _Condition:
 
 
 _ARITH: dict[str, Callable[[Any, Any], Any]] = {
-    "+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b,
+    "+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b, "/": _divide,
 }
 _COMPARE: dict[str, Callable[[Any, Any], bool]] = {
     "<": lambda a, b: a < b, "<=": lambda a, b: a <= b, ">": lambda a, b: a > b,

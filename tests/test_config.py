@@ -200,6 +200,37 @@ def test_check_config_prints_the_machine_or_the_error(tmp_path: Path,
     assert f"bad.toml:{line}: rules.loyal.when: column 16: expected a value" in error
 
 
+@pytest.mark.parametrize(("when", "column", "message"), [
+    ("""'country == "\\x"'""", 13, "unknown escape"),
+    ("'" + "(" * 300 + "purchases_30d > 5" + ")" * 300 + "'", 33, "nested more than 32 levels"),
+    ("'purchases_30d > 1e999'", 17, "too large for a number"),
+])
+def test_check_config_exits_2_on_any_malformed_expression(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], when: str, column: int, message: str) -> None:
+    """A bad escape, deep nesting or a huge number: exit 2 naming file, line and column, no traceback."""
+    from segstream.cli import main  # noqa: PLC0415
+
+    original = 'when = "purchases_30d > 5"'
+    text = DEFAULT_SEGMENTS_FILE.read_text().replace(original, f"when = {when}")
+    path = write(tmp_path, text, "bad.toml")
+    assert main(["check-config", str(path)]) == 2
+    error = capsys.readouterr().err
+    line = DEFAULT_SEGMENTS_FILE.read_text().splitlines().index(original) + 1
+    assert f"bad.toml:{line}: rules.loyal.when: column {column}: " in error
+    assert message in error and "Traceback" not in error
+
+
+def test_a_500_term_or_and_any_unicode_in_a_segments_file(tmp_path: Path) -> None:
+    """A long chain and non-ASCII strings load and decide as written."""
+    long_or = " or ".join(f"purchases_30d > {i}" for i in range(500))
+    text = DEFAULT_SEGMENTS_FILE.read_text().replace(
+        'when = "purchases_30d > 5"', f'when = """{long_or} or country == "España\\u0021\""""')
+    rules = load_segments(write(tmp_path, text, "s.toml")).rules
+    loyal = next(rule for rule in rules.rules if rule.name == "loyal")
+    assert loyal.when.evaluate({"country": "España!"})
+    assert not loyal.when.evaluate({"country": "Espana!", "purchases_30d": 0})
+
+
 def test_a_new_recovery_directory_is_split_into_the_configured_files(tmp_path: Path) -> None:
     """Resume reads each file in pages that rescan it: more files, shorter resumes."""
     from segstream.tools.run import recovery_config  # noqa: PLC0415

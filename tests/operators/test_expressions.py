@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from segstream.errors import ExpressionError
 from segstream.operators.expressions import BOOL, NUMBER, STRING, parse
 
-SCHEMA = {"purchases_30d": NUMBER, "aov_90d": NUMBER, "monetary_30d": NUMBER,
+SCHEMA = {"purchases_30d": NUMBER, "aov_90d": NUMBER, "revenue_30d": NUMBER, "country": STRING,
           "churn_p": NUMBER, "device": STRING, "cart_member": BOOL, "traits.plan": STRING}
 
 
@@ -24,8 +24,8 @@ def holds(text: str, values: dict, stats: dict | None = None) -> bool:
 def test_the_issue_examples() -> None:
     assert holds("purchases_30d >= 3 and aov_90d > 50", {"purchases_30d": 3, "aov_90d": 50.5})
     assert not holds("purchases_30d >= 3 and aov_90d > 50", {"purchases_30d": 2, "aov_90d": 99})
-    assert holds("monetary_30d > p90(monetary_30d)", {"monetary_30d": 500},
-                 {("p90", "monetary_30d"): 400.0})
+    assert holds("revenue_30d > p90(revenue_30d)", {"revenue_30d": 500},
+                 {("p90", "revenue_30d"): 400.0})
     high_value = "aov_90d > mean(aov_90d) + 2 * std(aov_90d)"
     stats = {("mean", "aov_90d"): 50.0, ("std", "aov_90d"): 10.0}
     assert holds(high_value, {"aov_90d": 71}, stats)
@@ -93,7 +93,7 @@ def test_strings_bools_and_dotted_traits() -> None:
 def test_missing_values_make_comparisons_false() -> None:
     assert not holds("aov_90d > 50", {})
     assert holds("not (aov_90d > 50)", {})  # the comparison is false where it stands
-    assert not holds("monetary_30d > p90(monetary_30d)", {"monetary_30d": 5})  # no statistics
+    assert not holds("revenue_30d > p90(revenue_30d)", {"revenue_30d": 5})  # no statistics
     assert not holds("aov_90d / purchases_30d > 1", {"aov_90d": 5, "purchases_30d": 0})
     assert holds("aov_90d > 1 or purchases_30d > 1", {"purchases_30d": 2})
     assert not holds("aov_90d < 1", {"aov_90d": "n/a"})  # not a number: missing, not zero
@@ -101,7 +101,7 @@ def test_missing_values_make_comparisons_false() -> None:
 
 EXPRESSIONS = [
     "purchases_30d >= 3 and aov_90d > 50",
-    "monetary_30d > p90(monetary_30d) or churn_p > 0.7",
+    "revenue_30d > p90(revenue_30d) or churn_p > 0.7",
     "aov_90d > mean(aov_90d) + 2 * std(aov_90d)",
     'not (device == "mobile") and aov_90d / purchases_30d < -1e300',
     "cart_member or traits.plan != 'free'",
@@ -128,3 +128,78 @@ def test_parsing_anything_either_works_or_says_where_it_fails(text: str) -> None
         assert 1 <= error.column <= len(text) + 1
     else:
         assert expression.evaluate({"a": 1.0, "b": math.inf, "d": "x"}) in (True, False)
+
+
+class TestStrings:
+    """String literals: any Unicode, TOML/JSON escapes, errors at their column."""
+
+    def test_any_unicode_matches_as_written(self) -> None:
+        """Non-ASCII text is itself: 'España' was mangled by unicode_escape and never matched."""
+        assert holds('country == "España"', {"country": "España"})
+        assert holds("country == '東京'", {"country": "東京"})
+        assert not holds('country == "España"', {"country": "EspaÃ±a"})
+
+    @pytest.mark.parametrize(("literal", "text"), [
+        (r'"a\"b"', 'a"b'), (r"'it\'s'", "it's"), (r'"back\\slash"', "back\\slash"),
+        (r'"\/"', "/"), (r'"\b\f\n\r\t"', "\b\f\n\r\t"), (r'"Espa\u00f1a"', "España"),
+        (r'"\U0001F600"', "\U0001F600"), (r'"\ud83d\ude00"', "\U0001F600"),
+    ])
+    def test_escapes(self, literal: str, text: str) -> None:
+        """The escapes of TOML and JSON, surrogate pairs joined."""
+        assert parse(f"country == {literal}", SCHEMA).root.children[1].value == text
+
+    @pytest.mark.parametrize(("literal", "message"), [
+        (r'"\x"', "unknown escape '\\x'"), (r'"\u12"', "takes 4 hexadecimal digits"),
+        (r'"\U0011FFFF"', "not a Unicode character"), (r'"\ud800"', "not a Unicode character"),
+        (r'"a\qb"', "unknown escape '\\q'"),
+    ])
+    def test_bad_escapes_name_their_column(self, literal: str, message: str) -> None:
+        """A malformed escape is an ExpressionError at the backslash, never a traceback."""
+        with pytest.raises(ExpressionError) as info:
+            parse(f"country == {literal}", SCHEMA)
+        assert message in info.value.problem
+        assert info.value.column == 12 + literal.index("\\")
+
+
+class TestLimits:
+    """Deep nesting is a clear error; long chains are fine."""
+
+    def test_300_nested_parentheses_are_an_error(self) -> None:
+        """Beyond MAX_NESTING levels: an ExpressionError at the first level too deep."""
+        with pytest.raises(ExpressionError, match="nested more than 32 levels") as info:
+            parse("(" * 300 + "aov_90d > 1" + ")" * 300, SCHEMA)
+        assert info.value.column == 33
+        assert parse("(" * 32 + "aov_90d > 1" + ")" * 32, SCHEMA).evaluate({"aov_90d": 2})
+
+    @pytest.mark.parametrize("prefix", ["not ", "- "])
+    def test_deep_prefixes_are_an_error(self, prefix: str) -> None:
+        """'not' and unary '-' count as levels too."""
+        body = "cart_member" if prefix == "not " else "1 > 0"
+        with pytest.raises(ExpressionError, match="nested more than"):
+            parse(prefix * 400 + body, SCHEMA)
+
+    @pytest.mark.parametrize("op", ["or", "and", "+", "*"])
+    def test_long_chains_evaluate(self, op: str) -> None:
+        """A 500-term chain is one node: it parses, evaluates and plans without recursion."""
+        from segstream.operators.rechecks import planner  # noqa: PLC0415
+
+        if op in ("or", "and"):
+            text = f" {op} ".join(f"aov_90d > {i}" for i in range(500))
+            expected = op == "or"
+        else:
+            text = f" {op} ".join(["aov_90d"] * 500) + " > 0"
+            expected = True
+        expression = parse(text, SCHEMA)
+        assert expression.evaluate({"aov_90d": 3}) is expected
+        assert planner(expression, {"aov_90d": "step:90d"}) is not None
+
+    def test_mixed_arithmetic_chains_fold_left(self) -> None:
+        """A chain of + and - (or * and /) folds left to right, as written."""
+        assert parse("10 - 2 + 3 - 1 == 10", SCHEMA).evaluate({})
+        assert parse("12 / 3 * 2 / 4 == 2", SCHEMA).evaluate({})
+        assert not parse("aov_90d / 0 * 2 > -1", SCHEMA).evaluate({"aov_90d": 1})
+
+    def test_a_number_too_large_is_an_error(self) -> None:
+        """1e999 is no number: an error, not infinity."""
+        with pytest.raises(ExpressionError, match="too large"):
+            parse("aov_90d > 1e999", SCHEMA)
