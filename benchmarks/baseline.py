@@ -273,7 +273,7 @@ def run_baseline(config: Config, expected: int, *, timeout_s: float = 600.0) -> 
                         else:
                             found_items.append(result)
                     else:
-                        out.append(dead_letter(dlq_topic, result))
+                        out.append(dead_letter(dlq_topic, result, config.dead_letter_max_bytes))
             dead_letters += len(out)
             emit(step(batch), out)
 

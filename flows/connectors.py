@@ -14,12 +14,13 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from abc import abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import redis
 from bytewax.connectors.kafka import (
@@ -33,6 +34,7 @@ from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 from confluent_kafka import KafkaError as ConfluentKafkaError
 from confluent_kafka import KafkaException, Producer
 from confluent_kafka.admin import AdminClient
+from segstream.operators.changes import REASON_HEADER, SOURCE_HEADER
 from segstream.operators.events import Reason, Rejected, iso_utc
 from segstream.operators.models import ModelEvent
 from segstream.operators.user import UserUpdate
@@ -41,9 +43,15 @@ from segstream.state.redis import RedisStore
 from segstream.config import Config
 from segstream.errors import ConfigError, SegstreamError
 from segstream.kafka import produce_waiting
-from segstream.metrics import REDIS_PROFILE_WRITES, SINK_BATCH_SECONDS, SINK_EPOCH_WAIT_SECONDS
+from segstream.metrics import (
+    DEAD_LETTER_FAILURES,
+    REDIS_PROFILE_WRITES,
+    SINK_BATCH_SECONDS,
+    SINK_EPOCH_WAIT_SECONDS,
+)
 
 X = TypeVar("X")
+log = logging.getLogger(__name__)
 
 SourceItem = KafkaSourceMessage[bytes | None, bytes | None] | KafkaError[bytes | None, bytes | None]
 """What a Kafka source emits: a message, or a consumer error carrying one."""
@@ -61,12 +69,18 @@ class SinkError(SegstreamError):
 
 @dataclass(frozen=True, slots=True)
 class OutMessage:
-    """One Kafka message to produce."""
+    """One Kafka message to produce.
+
+    ``best_effort``: a failure to produce it is counted and logged, not fatal
+    (dead letters: the input stays in its topic, and stopping the worker for
+    a message the broker refuses would stop it for good).
+    """
 
     topic: str
     key: bytes | None
     value: bytes | None
     headers: list[tuple[str, bytes]] = field(default_factory=list)
+    best_effort: bool = False
 
 
 END_GRACE_S = 0.5
@@ -370,6 +384,11 @@ class KafkaOutSink(EpochSink[OutMessage]):
         if err is not None:
             self._undelivered.append(str(err))
 
+    def _on_best_effort_delivery(self, err: object, msg: Any) -> None:
+        if err is not None:
+            _lost_best_effort(msg.topic(), msg.headers() or [], len(msg.value() or b""), str(err),
+                              getattr(err, "name", lambda: "unknown")())
+
     def _raise_undelivered(self) -> None:
         if self._undelivered:
             errors, self._undelivered = self._undelivered, []
@@ -381,11 +400,24 @@ class KafkaOutSink(EpochSink[OutMessage]):
         started = time.perf_counter()
         producer, on_delivery = self._producer_now(), self._on_delivery
         for msg in items:
+            if msg.best_effort:
+                self._produce_best_effort(producer, msg)
+                continue
             produce_waiting(producer, msg.topic, msg.value, msg.key, headers=msg.headers,
                             on_delivery=on_delivery)
         producer.poll(0)  # serves delivery reports, so a failure surfaces soon
         SINK_BATCH_SECONDS.labels(self.label).observe(time.perf_counter() - started)
         self._raise_undelivered()
+
+    def _produce_best_effort(self, producer: Producer, msg: OutMessage) -> None:
+        """Produce a best-effort message; one librdkafka refuses at once is counted and logged."""
+        try:
+            produce_waiting(producer, msg.topic, msg.value, msg.key, headers=msg.headers,
+                            on_delivery=self._on_best_effort_delivery)
+        except KafkaException as exc:
+            error = exc.args[0] if exc.args else None
+            name = error.name() if isinstance(error, ConfluentKafkaError) else type(exc).__name__
+            _lost_best_effort(msg.topic, msg.headers, len(msg.value or b""), str(exc), name)
 
     def wait(self, timeout: float | None = None) -> int:
         """Wait until every message produced so far is delivered (or failed)."""
@@ -398,6 +430,17 @@ class KafkaOutSink(EpochSink[OutMessage]):
     def release(self) -> None:
         """Drop the producer, which closes its connections (librdkafka destroys it)."""
         self._producer = None
+
+
+def _lost_best_effort(topic: str, headers: Sequence[tuple[str, bytes | None]], size: int,
+                      problem: str, error: str) -> None:
+    """Count and log a best-effort message that could not be produced, naming its source."""
+    found = dict(headers)
+    DEAD_LETTER_FAILURES.labels(error).inc()
+    log.error("a dead letter for %s (reason %s, %d bytes) could not be produced to %s and is "
+              "dropped; the input is still at that offset: %s",
+              (found.get(SOURCE_HEADER) or b"?").decode(errors="replace"),
+              (found.get(REASON_HEADER) or b"?").decode(errors="replace"), size, topic, problem)
 
 
 def merge_updates(updates: Sequence[UserUpdate]) -> list[UserUpdate]:

@@ -39,7 +39,7 @@ from segstream.flows.models import (
     read_learn_message,
 )
 from segstream.flows.timers import ClockSource, WorkerState, WorkerStates
-from segstream.operators.changes import change_key, change_value, dead_letter_headers
+from segstream.operators.changes import change_key, change_value, dead_letter_parts
 from segstream.operators.event_time import PartitionWatermark, Stamped, Tick
 from segstream.operators.events import Event, Reason, Rejected, iso_utc
 from segstream.operators.features import FeatureConfig, stamp_event
@@ -50,7 +50,13 @@ from segstream.operators.user import UserConfig, UserLogic, UserUpdate, membersh
 from segstream.operators.windows import WindowLayout
 from segstream.state.profile import UserState
 
-from segstream.config import Config, SegmentsConfig, load_config, load_segments
+from segstream.config import (
+    DEFAULT_DEAD_LETTER_MAX_BYTES,
+    Config,
+    SegmentsConfig,
+    load_config,
+    load_segments,
+)
 from segstream.metrics import (
     CHANGES_OUT,
     CONSUMER_LAG_SECONDS,
@@ -185,9 +191,15 @@ def late_reject(
     return reject(item, Reason.LATE, detail)
 
 
-def dead_letter(dlq_topic: str, rejected: Rejected) -> OutMessage:
-    """Build the dead-letter message: original key and bytes, reason and source in headers."""
-    return OutMessage(dlq_topic, rejected.key, rejected.raw, dead_letter_headers(rejected))
+def dead_letter(dlq_topic: str, rejected: Rejected, max_bytes: int = DEFAULT_DEAD_LETTER_MAX_BYTES
+                ) -> OutMessage:
+    """Build the dead-letter message: original key and bytes, reason and source in headers.
+
+    Cut to ``max_bytes`` if larger (:func:`~segstream.operators.changes.dead_letter_parts`),
+    and best-effort: one that still fails to produce is counted and logged, not fatal.
+    """
+    key, value, headers = dead_letter_parts(rejected, max_bytes=max_bytes)
+    return OutMessage(dlq_topic, key, value, headers, best_effort=True)
 
 
 def change_messages(output_topic: str, updates: list[UserUpdate]) -> list[OutMessage]:
@@ -436,7 +448,8 @@ def build_flow(
     parsed = op.key_rm("unkey_partition", op.stateful_batch("parse", by_partition, parse_step))
     # Stamped | Rejected
     valid = op.branch("validate", parsed, lambda item: isinstance(item, Stamped))
-    dead_letters = op.map("dead_letter", valid.falses, lambda r: dead_letter(config.dlq_topic, r))
+    dead_letters = op.map("dead_letter", valid.falses,
+                          lambda r: dead_letter(config.dlq_topic, r, config.dead_letter_max_bytes))
     # OutMessage (dead-letter topic)
     to_users = op.key_on("key_by_user", valid.trues, lambda stamped: stamped.key)
     # (user_id, Stamped)
@@ -484,7 +497,8 @@ def _learner(flow: Dataflow, config: Config, hub: ModelHub, updates: Stream[User
         read = op.branch("read_learn_items", op.map("parse_learn_items", sent, read_learn_message),
                          lambda item: isinstance(item, tuple))
         to_learner = op.merge("learn_from_every_shard", to_learner, read.trues)
-        out.append(op.map("dead_learn_item", read.falses, lambda r: dead_letter(config.dlq_topic, r)))
+        out.append(op.map("dead_learn_item", read.falses,
+                          lambda r: dead_letter(config.dlq_topic, r, config.dead_letter_max_bytes)))
     model_events = op.key_rm("unkey_models", op.stateful_batch(
         "learn", to_learner, lambda resume: LearnerStep(hub, resume)))
     # ModelEvent

@@ -22,6 +22,12 @@ from segstream.operators.models import ModelEvent
 REASON_HEADER = "segstream.reason"
 DETAIL_HEADER = "segstream.detail"
 SOURCE_HEADER = "segstream.source"
+VALUE_BYTES_HEADER = "segstream.value_bytes"
+"""On a dead letter whose value was cut to fit: the original value's length in bytes."""
+KEY_BYTES_HEADER = "segstream.key_bytes"
+"""On a dead letter whose key was cut to fit: the original key's length in bytes."""
+MAX_DETAIL_CHARS = 1000
+"""A detail quotes what it found (``userId must be a string, got [...]``): at most this much."""
 
 
 def change_value(change: Change, *, emitted_at: float) -> bytes:
@@ -72,8 +78,42 @@ def dead_letter_headers(rejected: Rejected) -> list[tuple[str, bytes]]:
     {'segstream.reason': b'not_json', 'segstream.detail': b'bad', 'segstream.source': b't/0/7'}
     """
     source = f"{rejected.topic}/{rejected.partition}/{rejected.offset}"
+    detail = rejected.detail
+    if len(detail) > MAX_DETAIL_CHARS:
+        detail = detail[:MAX_DETAIL_CHARS] + "..."
     return [
         (REASON_HEADER, rejected.reason.value.encode()),
-        (DETAIL_HEADER, rejected.detail.encode("utf-8", "replace")),
+        (DETAIL_HEADER, detail.encode("utf-8", "replace")),
         (SOURCE_HEADER, source.encode()),
     ]
+
+
+def dead_letter_parts(rejected: Rejected, *, max_bytes: int
+                      ) -> tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]:
+    """Return a dead letter's key, value and headers, cut to at most ``max_bytes`` together.
+
+    The original bytes are kept as they are when they fit, which is the rule
+    (events over ``max_event_bytes`` are rejected long before this limit). A
+    message that does not fit, which no producer would accept, keeps its first
+    bytes: the key its first quarter of the budget at most, the value the rest,
+    with headers giving the original lengths. The whole message stays at its
+    ``segstream.source`` coordinates in the input topic.
+
+    >>> from segstream.operators.events import Reason
+    >>> key, value, headers = dead_letter_parts(
+    ...     Rejected(Reason.OVERSIZED, "big", b"x" * 5000, b"k", "t", 0, 7), max_bytes=1024)
+    >>> len(value), dict(headers)["segstream.value_bytes"]
+    (1023, b'5000')
+    """
+    key, value = rejected.key, rejected.raw
+    headers = dead_letter_headers(rejected)
+    key_size, value_size = len(key or b""), len(value or b"")
+    if key_size + value_size <= max_bytes:
+        return key, value, headers
+    if key is not None and key_size > max_bytes // 4:
+        key = key[:max_bytes // 4]
+        headers.append((KEY_BYTES_HEADER, str(key_size).encode()))
+    if value is not None and len(key or b"") + value_size > max_bytes:
+        value = value[:max_bytes - len(key or b"")]
+        headers.append((VALUE_BYTES_HEADER, str(value_size).encode()))
+    return key, value, headers

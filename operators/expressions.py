@@ -1,4 +1,4 @@
-"""A small, safe expression language for rule segments and journey guards.
+r"""A small, safe expression language for rule segments and journey guards.
 
 Expressions are parsed once, at start-up, into a tree that is type-checked
 against the names a profile offers, and evaluated per user without ``eval``::
@@ -24,9 +24,9 @@ A number may carry a duration unit, ``s``, ``m``, ``h``, ``d`` or ``w``, and
 then counts seconds: ``since_last_purchase_s <= 14d``.
 
 A string is in double or single quotes, holds any Unicode, and takes the
-escapes of TOML and JSON: ``\\"``, ``\\'``, ``\\\\``, ``\\/``, ``\\b``, ``\\f``,
-``\\n``, ``\\r``, ``\\t``, ``\\uXXXX`` (a surrogate pair for one character) and
-``\\UXXXXXXXX``; any other escape is an error at its column.
+escapes of TOML and JSON: ``\"``, ``\'``, ``\\``, ``\/``, ``\b``, ``\f``,
+``\n``, ``\r``, ``\t``, ``\uXXXX`` (a surrogate pair for one character) and
+``\UXXXXXXXX``; any other escape is an error at its column.
 
 Parentheses, ``not`` and unary ``-`` nest at most :data:`MAX_NESTING` deep;
 chains of one operator (``a or b or ...``) are any length.

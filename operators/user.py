@@ -298,7 +298,7 @@ def _view(state: UserState, config: UserConfig) -> Profile:
 
 
 def _last_active(profile: Profile) -> float | None:
-    """The newest event time of the profile's events, late ones included."""
+    """Return the newest event time of the profile's events, late ones included."""
     if profile.last_active is not None:
         return profile.last_active
     return profile.last_seen if profile.last_seen is not None else profile.first_seen

@@ -51,6 +51,13 @@ from segstream.operators.taxonomy import DEFAULT_TAXONOMY, ROLES, Taxonomy
 from segstream.operators.windows import WindowLayout
 
 ENV_PREFIX = "SEGSTREAM_"
+DEFAULT_DEAD_LETTER_MAX_BYTES = 262_144
+"""Default ``dead_letter_max_bytes``: 256 KiB, well inside librdkafka's default
+``message.max.bytes`` (1,000,000) and Apache Kafka's broker default (1,048,588)."""
+LIBRDKAFKA_MESSAGE_MAX_BYTES = 1_000_000
+"""librdkafka's default ``message.max.bytes``: the largest message the producer sends."""
+PRODUCER_HEADROOM_BYTES = 65_536
+"""What a dead letter's headers and record framing may take beside its key and value."""
 LATE_POLICIES = ("apply", "dead_letter")
 """Values of ``late_events``."""
 # Variables that carry no setting of their own and so are not "unknown".
@@ -216,6 +223,12 @@ class Config:
     )
     max_event_bytes: int = field(
         default=32768, metadata=_doc("Events larger than this are dead-lettered as oversized.")
+    )
+    dead_letter_max_bytes: int = field(
+        default=DEFAULT_DEAD_LETTER_MAX_BYTES,
+        metadata=_doc("Key plus value of a dead letter at most; a larger input is cut to fit, "
+                      "with headers giving its original sizes. At most the producer's "
+                      "message.max.bytes (kafka_options, default 1000000) minus 64 KiB."),
     )
     max_revenue: float = field(
         default=DEFAULT_MAX_REVENUE,
@@ -495,9 +508,24 @@ def _check(config: Config, *, source: str) -> None:
             "dlq_topic", source, "must not be an input topic (dead letters would loop back in)"
         )
     _check_input_bounds(config, source)
+    _check_dead_letters(config, source)
     _check_models(config, source)
     if config.metrics_port > 65535:
         raise ConfigError("metrics_port", source, "must be a TCP port (0 disables)")
+
+
+def _check_dead_letters(config: Config, source: str) -> None:
+    options = dict(config.kafka_options)
+    try:
+        producer_max = int(options.get("message.max.bytes", LIBRDKAFKA_MESSAGE_MAX_BYTES))
+    except ValueError as exc:
+        raise ConfigError("kafka_options", source, "message.max.bytes must be an integer") from exc
+    ceiling = producer_max - PRODUCER_HEADROOM_BYTES
+    if not 1024 <= config.dead_letter_max_bytes <= ceiling:
+        raise ConfigError("dead_letter_max_bytes", source,
+                          f"must be between 1024 and {ceiling} (the producer's message.max.bytes "
+                          f"{producer_max} minus {PRODUCER_HEADROOM_BYTES} for headers), got "
+                          f"{config.dead_letter_max_bytes}")
 
 
 def _check_input_bounds(config: Config, source: str) -> None:

@@ -28,6 +28,11 @@ EVENTS_IN = Counter(
 DEAD_LETTERS = Counter(
     "segstream_dead_letters_total", "Inputs sent to the dead-letter topic, by reason.", ["reason"]
 )
+DEAD_LETTER_FAILURES = Counter(
+    "segstream_dead_letter_failures_total",
+    "Dead letters the producer or broker refused (each logged with its source), by Kafka error.",
+    ["error"],
+)
 CHANGES_OUT = Counter(
     "segstream_changes_total", "Segment membership changes emitted, by kind.", ["kind"]
 )

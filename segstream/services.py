@@ -163,8 +163,11 @@ class TansuBroker(_Service):
                     msg = f"could not create topic {name!r}: {exc}"
                     raise ServiceError(msg) from exc
 
-    def produce(self, topic: str, messages: Iterable[tuple[bytes | None, bytes]]) -> int:
+    def produce(self, topic: str, messages: Iterable[tuple[bytes | None, bytes]], *,
+                settings: dict[str, str] | None = None) -> int:
         """Produce ``(key, value)`` pairs and flush; return how many were sent.
+
+        ``settings``: librdkafka producer settings beside the defaults (``message.max.bytes``).
 
         Raises:
             ServiceError: a message was not delivered (naming the first error).
@@ -172,7 +175,8 @@ class TansuBroker(_Service):
         """
         from confluent_kafka import Producer  # noqa: PLC0415
 
-        producer = Producer({"bootstrap.servers": self.bootstrap, **PRODUCER_TUNING})
+        producer = Producer({"bootstrap.servers": self.bootstrap, **PRODUCER_TUNING,
+                             **(settings or {})})
         failures: list[str] = []
 
         def on_delivery(err: object, _msg: object) -> None:

@@ -102,6 +102,10 @@ def test_taxonomy_from_file_and_env(tmp_path: Path) -> None:
         ("max_quantity = -1", {}, "max_quantity", ">= 0"),
         ("", {"SEGSTREAM_MAX_FUTURE_SKEW_S": "inf"}, "max_future_skew_s", "finite"),
         ('min_event_time = "last year"', {}, "min_event_time", "ISO-8601"),
+        ("dead_letter_max_bytes = 100", {}, "dead_letter_max_bytes", "between 1024 and 934464"),
+        ("dead_letter_max_bytes = 3000000\n[kafka_options]\n'message.max.bytes' = 3000000", {},
+         "dead_letter_max_bytes", "between 1024 and 2934464"),
+        ("[kafka_options]\n'message.max.bytes' = 'big'", {}, "kafka_options", "integer"),
         ('min_event_time = "0001-01-01T00:00:00+01:00"', {}, "min_event_time", "years 1-9999"),
     ],
 )

@@ -145,3 +145,47 @@ def test_the_last_partition_to_close_delivers_and_releases_the_connection(
     for part in parts:
         part.close()
     assert [r.value for r in kafka_broker.read_topic(topic)] == [m.value for m in _messages(topic, 3)]
+
+
+def _failures(error: str) -> float:
+    from segstream.metrics import DEAD_LETTER_FAILURES  # noqa: PLC0415
+
+    return DEAD_LETTER_FAILURES.labels(error)._value.get()
+
+
+def _dead_letter(topic: str, size: int) -> OutMessage:
+    return OutMessage(topic, b"k", b"x" * size, [("segstream.reason", b"oversized"),
+                                                 ("segstream.source", b"clicks/0/7")],
+                      best_effort=True)
+
+
+@pytest.mark.integration
+def test_a_dead_letter_the_producer_refuses_is_counted_and_logged_not_fatal(
+        kafka_broker: TansuBroker, topic_factory: Callable[..., str],
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Scenario: a dead letter over the producer's message.max.bytes (librdkafka refuses it at
+    once with MSG_SIZE_TOO_LARGE, which used to stop the worker). We expect it counted and logged
+    with its source, and the output around it delivered; the same size as ordinary output stops."""
+    topic = topic_factory("dlq")
+    sink = KafkaOutSink(Config(brokers=(kafka_broker.bootstrap,)))
+    part = sink.build_part("kafka_out", sink.list_parts()[0], None)
+    before = _failures("MSG_SIZE_TOO_LARGE")
+    part.write_batch([*_messages(topic, 1), _dead_letter(topic, 2_000_000), *_messages(topic, 1)])
+    part.snapshot()
+    assert _failures("MSG_SIZE_TOO_LARGE") - before == 1
+    assert "clicks/0/7 (reason oversized, 2000000 bytes) could not be produced" in caplog.text
+    assert len(kafka_broker.read_topic(topic)) == 2
+    with pytest.raises(Exception, match="MSG_SIZE_TOO_LARGE|too large"):
+        part.write_batch([OutMessage(topic, b"k", b"x" * 2_000_000)])
+
+
+def test_a_dead_letter_that_fails_delivery_is_counted_not_fatal() -> None:
+    """A dead letter the broker never acknowledges is counted at the epoch close, which succeeds."""
+    config = Config(brokers=(f"127.0.0.1:{free_port()}",),  # nothing listens there
+                    kafka_options=(("message.timeout.ms", "300"),))
+    sink = KafkaOutSink(config)
+    part = sink.build_part("kafka_out", sink.list_parts()[0], None)
+    before = _failures("_MSG_TIMED_OUT")
+    part.write_batch([_dead_letter("dlq", 10)])
+    part.snapshot()  # no SinkError: the epoch may commit
+    assert _failures("_MSG_TIMED_OUT") - before == 1

@@ -188,6 +188,10 @@ BAD = {
     "missing_timestamp": b'{"type":"track","event":"x","userId":"u"}',
     "bad_timestamp": b'{"type":"track","event":"x","userId":"u","timestamp":"31/12/2024"}',
     "wrong_type": b'{"type":"track","event":"x","userId":"u","timestamp":"2024-05-01T10:00:00Z","properties":[]}',
+    "bad_value": b'{"event":"Order Completed","userId":"u","timestamp":"2024-05-01T10:00:00Z",'
+                 b'"properties":{"revenue":1e303}}',
+    "future": b'{"event":"x","userId":"u","timestamp":"9999-12-31T23:59:59Z"}',
+    "too_old": b'{"event":"x","userId":"u","timestamp":"1970-01-01T00:00:00Z"}',
 }
 
 
@@ -219,3 +223,27 @@ def test_every_kind_of_bad_input_is_dead_lettered(pipeline: Config, kafka_broker
     store = RedisStore.from_url(redis_server.url, pipeline.redis_prefix)
     assert store.user_ids() == ["good"]
     assert store.profile("good")["journey"] == "consideration"
+
+
+def test_a_one_megabyte_message_is_dead_lettered_cut_to_fit(
+        pipeline: Config, kafka_broker: TansuBroker, redis_server: RedisServer) -> None:
+    """Scenario: a producer sends a message of about 1 MB (Apache Kafka's default admits it).
+
+    We expect it dead-lettered as oversized with its first dead_letter_max_bytes and a header
+    giving its size (producing it whole failed with MSG_SIZE_TOO_LARGE and stopped the worker),
+    and the events after it processed.
+    """
+    topic = pipeline.input_topics[0]
+    huge = b'{"pad":"' + b"x" * 1_040_000 + b'"}'  # under Kafka's broker default 1048588
+    kafka_broker.produce(topic, [(b"good", event("good", "Page Viewed", 0)), (b"big", huge),
+                                 (b"good", event("good", "Product Viewed", 1))],
+                         settings={"message.max.bytes": "1100000"})
+    run_until_end(pipeline)
+    [dead] = kafka_broker.read_topic(pipeline.dlq_topic)
+    headers = dict(dead.headers)
+    assert headers["segstream.reason"] == b"oversized"
+    assert headers["segstream.value_bytes"] == str(len(huge)).encode()
+    assert dead.value == huge[:pipeline.dead_letter_max_bytes - len(b"big")]
+    assert dead.key == b"big"
+    store = RedisStore.from_url(redis_server.url, pipeline.redis_prefix)
+    assert store.profile("good")["events_total"] == "2"

@@ -10,8 +10,14 @@ import orjson
 from hypothesis import given
 from hypothesis import strategies as st
 
-from segstream.operators.changes import change_key, change_value
-from segstream.operators.events import Change
+from segstream.operators.changes import (
+    MAX_DETAIL_CHARS,
+    change_key,
+    change_value,
+    dead_letter_headers,
+    dead_letter_parts,
+)
+from segstream.operators.events import Change, Reason, Rejected
 
 SCHEMA = json.loads(resources.files("segstream").joinpath("schemas/segment-change.schema.json").read_text())
 VALIDATOR = jsonschema.Draft202012Validator(SCHEMA, format_checker=jsonschema.FormatChecker())
@@ -52,3 +58,39 @@ def test_schema_rejects_a_missing_version() -> None:
                                     emitted_at=0.0))
     del doc["version"]
     assert not VALIDATOR.is_valid(doc)
+
+
+class TestDeadLetterParts:
+    """A dead letter keeps the original bytes when they fit, and its first bytes when not."""
+
+    @staticmethod
+    def rejected(key: bytes | None, value: bytes | None, detail: str = "d") -> Rejected:
+        return Rejected(Reason.OVERSIZED, detail, value, key, "clicks", 0, 7)
+
+    def test_what_fits_is_kept_byte_for_byte(self) -> None:
+        """Key and value within the budget: unchanged, no size headers."""
+        key, value, headers = dead_letter_parts(self.rejected(b"k" * 24, b"v" * 1000), max_bytes=1024)
+        assert (key, value) == (b"k" * 24, b"v" * 1000)
+        assert [name for name, _ in headers] == ["segstream.reason", "segstream.detail",
+                                                 "segstream.source"]
+
+    @given(st.integers(0, 5000), st.integers(0, 5000), st.booleans(), st.integers(1024, 4096))
+    def test_the_cut_fits_and_says_what_was_cut(self, key_size: int, value_size: int, null: bool,
+                                                budget: int) -> None:
+        """Whatever the sizes, key plus value fit the budget, are prefixes of the originals, and a
+        header gives each cut part's original length."""
+        original_key, original_value = b"k" * key_size, None if null else b"v" * value_size
+        key, value, headers = dead_letter_parts(self.rejected(original_key, original_value),
+                                                max_bytes=budget)
+        assert len(key or b"") + len(value or b"") <= budget
+        assert original_key.startswith(key or b"")
+        assert (value is None) == null and (original_value or b"").startswith(value or b"")
+        found = dict(headers)
+        assert (found.get("segstream.key_bytes") == str(key_size).encode()) == (key != original_key)
+        assert (found.get("segstream.value_bytes") == str(value_size).encode()) == (
+            value != original_value)
+
+    def test_a_long_detail_is_cut(self) -> None:
+        """A detail quoting a huge wrong value stays a sentence, not a copy of the value."""
+        detail = dict(dead_letter_headers(self.rejected(None, b"x", "got " + "[1, " * 10000)))
+        assert len(detail["segstream.detail"]) == MAX_DETAIL_CHARS + 3
