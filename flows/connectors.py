@@ -42,6 +42,7 @@ from segstream.state.redis import RedisStore
 
 from segstream.config import Config
 from segstream.errors import ConfigError, SegstreamError
+from segstream.health import HEALTH
 from segstream.kafka import produce_waiting
 from segstream.metrics import (
     DEAD_LETTER_FAILURES,
@@ -144,6 +145,7 @@ class _PatientPartition(_KafkaSourcePartition):
 
     def next_batch(self) -> list[KafkaSourceMessage[bytes | None, bytes | None]
                                   | KafkaError[bytes | None, bytes | None]]:
+        HEALTH.beat()  # the worker's dataflow moves (segstream.health)
         if self._end_since is not None and time.monotonic() - self._end_since >= END_GRACE_S:
             if self.after is None or self.after.reading <= 0:
                 if self.source is not None:
@@ -361,10 +363,15 @@ class KafkaOutSink(EpochSink[OutMessage]):
 
     def __init__(self, config: Config, *, process_id: int = 0, processes: int = 1) -> None:
         super().__init__(process_id=process_id, processes=processes)
-        self._settings = {
+        self._settings: dict[str, Any] = {
             "bootstrap.servers": ",".join(config.brokers),
             "linger.ms": str(config.producer_linger_ms),
+            # A produce undelivered this long fails (and stops the worker), as
+            # Redis gives up after outage_give_up_s: librdkafka's own is 300 s.
+            "message.timeout.ms": str(max(round(config.outage_give_up_s * 1000),
+                                          config.producer_linger_ms + 1000)),
             **dict(config.kafka_options),
+            "error_cb": self._on_error,
         }
         self._producer: Producer | None = None
         self._undelivered: list[str] = []
@@ -383,6 +390,16 @@ class KafkaOutSink(EpochSink[OutMessage]):
     def _on_delivery(self, err: object, _msg: object) -> None:
         if err is not None:
             self._undelivered.append(str(err))
+            HEALTH.sink_failing(self.label, str(err))
+        else:
+            HEALTH.sink_ok(self.label)
+
+    def _on_error(self, err: Any) -> None:
+        """Mark the sink failing on a client-level error (all brokers down...).
+
+        Until a delivery succeeds; librdkafka keeps retrying meanwhile.
+        """
+        HEALTH.sink_failing(self.label, str(err))
 
     def _on_best_effort_delivery(self, err: object, msg: Any) -> None:
         if err is not None:
@@ -481,6 +498,7 @@ class _RedisSink(EpochSink[X]):
                  *, process_id: int = 0, processes: int = 1) -> None:
         super().__init__(process_id=process_id, processes=processes)
         self._url, self._prefix = config.redis_url, config.redis_prefix
+        self._give_up_s, self._timeout_s = config.outage_give_up_s, config.redis_timeout_s
         self._send, self.label = send, label
         self._store: RedisStore | None = None
         self._unread: Finish | None = None
@@ -490,7 +508,9 @@ class _RedisSink(EpochSink[X]):
         started = time.perf_counter()
         self._read_replies()
         if self._store is None:
-            self._store = RedisStore.from_url(self._url, self._prefix)
+            self._store = RedisStore.from_url(self._url, self._prefix, retry_s=self._give_up_s,
+                                              timeout_s=self._timeout_s,
+                                              on_failure=self._health)
         self._unread = self._send(self._store, items)
         SINK_BATCH_SECONDS.labels(self.label).observe(time.perf_counter() - started)
 
@@ -498,6 +518,12 @@ class _RedisSink(EpochSink[X]):
         """Read the last batch's replies (``timeout`` is unused: the store's retries bound it)."""
         self._read_replies()
         return 0
+
+    def _health(self, problem: str | None) -> None:
+        if problem is None:
+            HEALTH.sink_ok(self.label)
+        else:
+            HEALTH.sink_failing(self.label, problem)
 
     def release(self) -> None:
         """Close the connection to Redis."""

@@ -18,11 +18,12 @@ import threading
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
 
 import orjson
 from bytewax.connectors.kafka import KafkaError
 from bytewax.operators import StatefulBatchLogic
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
 from segstream.flows.connectors import OutMessage, SourceItem, consumer_settings, reject
 from segstream.operators.changes import model_event_value
 from segstream.operators.events import Reason, Rejected
@@ -31,6 +32,7 @@ from segstream.operators.user import UserUpdate
 
 from segstream.config import Config
 from segstream.errors import StateError
+from segstream.health import request_fatal_stop, supervised
 from segstream.metrics import (
     CHURN_LABELS,
     CHURN_LOG_LOSS,
@@ -136,6 +138,9 @@ def model_event_messages(topic: str, events: list[ModelEvent]) -> list[OutMessag
             for event in events]
 
 
+FOLLOWER_THREAD = "model follower"
+
+
 class ModelFollower:
     """Reads model versions from the ``model-events`` topic into a process's hub.
 
@@ -145,12 +150,21 @@ class ModelFollower:
     topic from its start without a consumer group, on a daemon thread.
     """
 
-    def __init__(self, config: Config, hub: ModelHub) -> None:
+    def __init__(self, config: Config, hub: ModelHub, *,
+                 on_fatal: Callable[[str], None] = request_fatal_stop) -> None:
+        """Follow ``config.model_events_topic`` into ``hub``.
+
+        Broker errors (a metadata timeout, the broker away) are retried with
+        backoff for as long as the worker runs; anything else kills the thread,
+        and ``on_fatal`` stops the worker (non-zero) rather than leave it
+        predicting with models that no longer follow the learner.
+        """
         self._config = config
         self._hub = hub
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="segstream-model-follower",
-                                        daemon=True)
+        self._thread = threading.Thread(
+            target=supervised, args=(FOLLOWER_THREAD, self._run, on_fatal),
+            name="segstream-model-follower", daemon=True)
 
     def start(self) -> ModelFollower:
         """Start following; returns self."""
@@ -175,13 +189,21 @@ class ModelFollower:
         })
         try:
             assigned = False
+            failures = 0
             while not self._stop.is_set():
-                if not assigned:
-                    assigned = self._assign(consumer)
+                try:
                     if not assigned:
-                        self._stop.wait(1.0)
-                        continue
-                msg = consumer.poll(0.2)
+                        assigned = self._assign(consumer)
+                        if not assigned:
+                            self._stop.wait(1.0)
+                            continue
+                    msg = consumer.poll(0.2)
+                except KafkaException as exc:  # the broker away or slow: retried
+                    failures += 1
+                    log.warning("model follower: %s (retrying)", exc)
+                    self._stop.wait(min(10.0, 0.5 * 2 ** min(failures, 5)))
+                    continue
+                failures = 0
                 if msg is None or msg.error() is not None:
                     continue
                 self._take(msg.value())

@@ -22,14 +22,19 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 
+import redis
 from segstream.operators.population import Population
 from segstream.state.redis import RedisStore
 
 from segstream.config import Config
+from segstream.health import request_fatal_stop, supervised
 from segstream.metrics import POPULATION_STATISTIC
 
 log = logging.getLogger(__name__)
+
+POPULATION_THREAD = "population sync"
 
 
 def publish_statistics(population: Population) -> dict[str, dict[str, float | None]]:
@@ -45,14 +50,21 @@ def publish_statistics(population: Population) -> dict[str, dict[str, float | No
 class PopulationSync:
     """Exchanges population aggregates with the other processes through Redis, on a thread."""
 
-    def __init__(self, config: Config, population: Population, process: str) -> None:
-        """Sync ``population`` as process ``process`` every ``config.population_sync_s``."""
+    def __init__(self, config: Config, population: Population, process: str, *,
+                 on_fatal: Callable[[str], None] = request_fatal_stop) -> None:
+        """Sync ``population`` as process ``process`` every ``config.population_sync_s``.
+
+        A Redis outage is retried at the next interval for as long as it lasts
+        (the statistics only grow staler); anything else kills the thread, and
+        ``on_fatal`` stops the worker (non-zero).
+        """
         self._config = config
         self._population = population
         self._process = process
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="segstream-population-sync",
-                                        daemon=True)
+        self._thread = threading.Thread(
+            target=supervised, args=(POPULATION_THREAD, self._run, on_fatal),
+            name="segstream-population-sync", daemon=True)
 
     def start(self) -> PopulationSync:
         """Start syncing (nothing to do when the population tracks no feature); returns self."""
@@ -75,13 +87,16 @@ class PopulationSync:
 
     def _run(self) -> None:
         config = self._config
-        store = RedisStore.from_url(config.redis_url, config.redis_prefix)
+        store = RedisStore.from_url(config.redis_url, config.redis_prefix,
+                                    retry_s=min(config.outage_give_up_s, config.population_sync_s),
+                                    timeout_s=config.redis_timeout_s)
         try:
             while True:
                 try:
                     self.sync_once(store)
-                except Exception:  # a Redis outage must not stop the worker: retry next interval
-                    log.exception("population statistics: exchange through Redis failed")
+                except redis.RedisError as exc:  # an outage must not stop the worker: retried
+                    log.warning("population statistics: exchange through Redis failed (%s: %s); "
+                                "retrying in %g s", type(exc).__name__, exc, config.population_sync_s)
                 if self._stop.wait(config.population_sync_s):
                     break
         finally:

@@ -27,6 +27,7 @@ from typing import Any
 from bytewax.inputs import DynamicSource, StatelessSourcePartition
 from segstream.operators.event_time import Tick, TimerWheel
 
+from segstream.health import HEALTH
 from segstream.metrics import SEGMENT_MEMBERS, TIMER_TICKS, USERS_IN_STATE
 
 
@@ -107,6 +108,7 @@ class _ClockPartition(StatelessSourcePartition[None]):
         self._next = now
 
     def next_batch(self) -> list[None]:
+        HEALTH.beat()  # the worker's dataflow moves (segstream.health)
         now = datetime.now(UTC)
         self._next = now + self._wake
         if now < self._due:

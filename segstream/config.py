@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from segstream.errors import ConfigError, suggest
+from segstream.health import DEFAULT_STALL_S
 from segstream.operators.features import DEFAULT_HORIZONS
 from segstream.operators.parse import (
     DEFAULT_MAX_FUTURE_SKEW_S,
@@ -56,6 +57,10 @@ DEFAULT_DEAD_LETTER_MAX_BYTES = 262_144
 ``message.max.bytes`` (1,000,000) and Apache Kafka's broker default (1,048,588)."""
 LIBRDKAFKA_MESSAGE_MAX_BYTES = 1_000_000
 """librdkafka's default ``message.max.bytes``: the largest message the producer sends."""
+DEFAULT_GIVE_UP_S = 30.0
+"""Default ``outage_give_up_s``."""
+DEFAULT_REDIS_TIMEOUT_S = 5.0
+"""Default ``redis_timeout_s``."""
 PRODUCER_HEADROOM_BYTES = 65_536
 """What a dead letter's headers and record framing may take beside its key and value."""
 LATE_POLICIES = ("apply", "dead_letter")
@@ -119,6 +124,23 @@ class Config:
         default=50_000,
         metadata=_doc("Allocations between Python's youngest garbage collections (its own "
                       "700 costs a worker about a tenth of its CPU); 0 keeps Python's."),
+    )
+    outage_give_up_s: float = field(
+        default=DEFAULT_GIVE_UP_S,
+        metadata=_doc("How long Redis may refuse or hang (each command times out after "
+                      "redis_timeout_s), and a Kafka produce stay undelivered, before the worker "
+                      "stops non-zero rather than run without its output; the restart resumes "
+                      "from the last snapshot."),
+    )
+    redis_timeout_s: float = field(
+        default=DEFAULT_REDIS_TIMEOUT_S,
+        metadata=_doc("Seconds a Redis connect or command may take before it counts as failed "
+                      "(and is retried within outage_give_up_s)."),
+    )
+    health_stall_s: float = field(
+        default=DEFAULT_STALL_S,
+        metadata=_doc("/healthz answers 503 when no source was polled for this long (the worker "
+                      "is blocked), besides while a sink fails or a background thread died."),
     )
     snapshot_interval_s: float = field(
         default=10.0,
@@ -478,7 +500,8 @@ def _check(config: Config, *, source: str) -> None:
             "late_events", source,
             f"expected one of {', '.join(LATE_POLICIES)}, got {config.late_events!r}",
         )
-    for name in ("state_ttl_s", "engagement_half_life_s", "timer_tick_s"):
+    for name in ("state_ttl_s", "engagement_half_life_s", "timer_tick_s", "outage_give_up_s",
+                 "redis_timeout_s", "health_stall_s"):
         if getattr(config, name) <= 0:
             raise ConfigError(name, source, "must be > 0 seconds")
     if config.max_pending_events < 1:
@@ -497,7 +520,8 @@ def _check(config: Config, *, source: str) -> None:
         )
     if not config.redis_url.startswith(("redis://", "rediss://", "unix://")):
         raise ConfigError(
-            "redis_url", source, f"expected redis://host:port/db, got {config.redis_url!r}"
+            "redis_url", source,
+            f"expected redis://host:port/db, got {redact_url(config.redis_url)!r}"
         )
     if config.output_topic == config.dlq_topic or config.output_topic in config.input_topics:
         raise ConfigError(
@@ -580,6 +604,42 @@ def _check_shards(config: Config, source: str) -> None:
             config.output_topic, config.dlq_topic, config.model_events_topic, *config.input_topics):
         raise ConfigError("model_learn_topic", source,
                           "must differ from the output, dead-letter, model-events and input topics")
+
+
+_SECRET_PARAMETERS = frozenset({"password", "pass", "passwd", "pwd", "auth", "token", "secret",
+                                "ssl_password", "ssl_keyfile_password"})
+
+
+def redact_url(url: str) -> str:
+    """Hide every credential a URL can carry, for logs and error messages.
+
+    A password after ``user:``, a userinfo without a colon (some clients read
+    it as the password), and query parameters such as ``?password=``.
+
+    >>> redact_url("redis://:s3cret@redis:6379/0"), redact_url("redis://redis:6379/0")
+    ('redis://:***@redis:6379/0', 'redis://redis:6379/0')
+    >>> redact_url("rediss://app:s3cret@redis:6380/0?password=s3cret&db=1")
+    'rediss://app:***@redis:6380/0?password=***&db=1'
+    >>> redact_url("unix:///run/redis.sock?db=0&password=s3cret"), redact_url("redis://s3cret@redis")
+    ('unix:///run/redis.sock?db=0&password=***', 'redis://***@redis')
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    rest, hash_, fragment = rest.partition("#")
+    rest, question, query = rest.partition("?")
+    authority, slash, path = rest.partition("/")
+    credentials, at, host = authority.rpartition("@")
+    if at:
+        user, colon, _password = credentials.partition(":")
+        authority = f"{user}:***@{host}" if colon else f"***@{host}"
+    if question:
+        parts = []
+        for part in query.split("&"):
+            name, equals, _value = part.partition("=")
+            parts.append(f"{name}=***" if equals and name.lower() in _SECRET_PARAMETERS else part)
+        query = "&".join(parts)
+    return f"{scheme}://{authority}{slash}{path}{question}{query}{hash_}{fragment}"
 
 
 def describe() -> list[tuple[str, str, str, str]]:

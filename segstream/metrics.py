@@ -1,5 +1,8 @@
 """Prometheus metrics of a worker process, and the HTTP server for /metrics and /healthz.
 
+``/healthz`` answers 200 when the worker is ready and 503 with the reasons when
+it is not (:mod:`segstream.health`).
+
 Names follow Prometheus conventions: ``segstream_`` prefix, ``_total`` on
 counters, base units (seconds, bytes), low-cardinality labels only (reason,
 kind, sink), never a user id. Each process of a cluster serves its own
@@ -21,6 +24,8 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+
+from segstream.health import HEALTH
 
 EVENTS_IN = Counter(
     "segstream_events_total", "Valid events taken from the clickstream topics."
@@ -120,6 +125,10 @@ POPULATION_STATISTIC = Gauge(
 )
 
 _STARTED = time.time()
+HEALTH_STATUS = Gauge(
+    "segstream_ready", "1 when /healthz answers ready, 0 when it answers 503 (read at each scrape)."
+)
+HEALTH_STATUS.set_function(lambda: 1.0 if HEALTH.report()[0] else 0.0)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -128,14 +137,15 @@ class _Handler(BaseHTTPRequestHandler):
             body, ctype, status = generate_latest(REGISTRY), CONTENT_TYPE_LATEST, 200
         elif self.path.startswith("/healthz"):
             last = REGISTRY.get_sample_value("segstream_last_batch_timestamp_seconds") or 0.0
+            ready, report = HEALTH.report()
             body = orjson.dumps(
                 {
-                    "status": "ok",
+                    **report,
                     "uptime_s": round(time.time() - _STARTED, 3),
                     "last_batch_age_s": None if last == 0 else round(time.time() - last, 3),
                 }
             )
-            ctype, status = "application/json", 200
+            ctype, status = "application/json", 200 if ready else 503
         else:
             body, ctype, status = b"not found: try /metrics or /healthz\n", "text/plain", 404
         self.send_response(status)

@@ -35,9 +35,9 @@ profile backwards, and whatever a replay decides, a user is in
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 import redis
@@ -46,6 +46,8 @@ from redis.retry import Retry
 from segstream.operators.events import iso_utc
 from segstream.operators.models import ModelEvent
 from segstream.operators.user import UserUpdate
+
+T = TypeVar("T")
 
 SINGLE_VALUED_FIELDS = {"journey": "journey", "cluster": "cluster", "churn": "churn_band"}
 """Profile field holding the value of each single-valued kind (segment ``kind:value``)."""
@@ -207,6 +209,49 @@ return 1
 """
 
 
+class DeadlineRetry(Retry):
+    """Retry connection errors and timeouts with backoff until ``deadline_s`` after the first.
+
+    redis-py's own ``Retry`` counts attempts; with command timeouts an attempt
+    can take a whole timeout, so a count would stretch the give-up to minutes.
+    ``on_failure`` hears each failure (its text) and the success that follows
+    failures (``None``).
+    """
+
+    def __init__(self, deadline_s: float, on_failure: Callable[[str | None], None] | None = None
+                 ) -> None:
+        super().__init__(ExponentialBackoff(cap=2.0, base=0.05), -1)
+        self._deadline_s = deadline_s
+        self._on_failure = on_failure
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> DeadlineRetry:
+        # redis-py copies a client's Retry into each connection; the callback is shared.
+        copied = DeadlineRetry(self._deadline_s, self._on_failure)
+        copied.update_supported_errors(list(self._supported_errors))
+        return copied
+
+    def call_with_retry(self, do: Callable[[], T], fail: Callable[..., Any], *args: Any,
+                        **kwargs: Any) -> T:
+        """Run ``do``, retrying what fails until the deadline (see the class doc)."""
+        started = time.monotonic()
+        failed = False
+        on_failure = self._on_failure
+
+        def fail_or_give_up(error: Exception, *rest: Any) -> None:
+            nonlocal failed
+            failed = True
+            fail(error, *rest)
+            if on_failure is not None:
+                on_failure(f"{type(error).__name__}: {error}")
+            if time.monotonic() - started >= self._deadline_s:
+                raise error
+
+        result = super().call_with_retry(do, fail_or_give_up, *args, **kwargs)
+        if failed and on_failure is not None:
+            on_failure(None)
+        return result
+
+
 class PendingApply:
     """Script calls sent to Redis whose replies are not read yet (see :meth:`RedisStore.send_apply`).
 
@@ -259,25 +304,28 @@ class RedisStore:
         self._apply_model = client.register_script(_APPLY_MODEL)
 
     @classmethod
-    def from_url(cls, url: str, prefix: str = "seg:", *, retry_s: float = 30.0) -> RedisStore:
+    def from_url(cls, url: str, prefix: str = "seg:", *, retry_s: float = 30.0,
+                 timeout_s: float = 5.0, on_failure: Callable[[str | None], None] | None = None,
+                 ) -> RedisStore:
         """Connect to ``url`` (``redis://host:port/db``).
 
-        Connection errors and timeouts are retried with exponential backoff for
-        about ``retry_s`` seconds (a failover, a restart), then raised, which
-        stops the worker before its snapshot moves past unwritten output.
-        Retrying is safe because writes are version-guarded (idempotent).
+        Every connect and command times out after ``timeout_s``, so a Redis
+        that hangs (paused, a full network buffer) fails like one that refuses.
+        Connection errors and timeouts are retried with exponential backoff
+        until ``retry_s`` seconds have passed since the first failure (a
+        failover, a restart), then raised, which stops the worker before its
+        snapshot moves past unwritten output. Retrying is safe because writes
+        are version-guarded (idempotent). ``on_failure`` hears each failure
+        (its text) and each success after one (``None``): the worker's health.
         """
-        backoff = ExponentialBackoff(cap=2.0, base=0.05)
-        attempts, waited = 0, 0.0
-        while waited < retry_s:
-            attempts += 1
-            waited += backoff.compute(attempts)
         client = redis.Redis.from_url(
             url,
             decode_responses=True,
-            retry=Retry(backoff, attempts),
+            retry=DeadlineRetry(retry_s, on_failure),
             retry_on_error=[redis.ConnectionError, redis.TimeoutError],
-            socket_connect_timeout=2.0,
+            socket_connect_timeout=timeout_s,
+            socket_timeout=timeout_s,
+            socket_keepalive=True,
         )
         return cls(client, RedisLayout(prefix))
 

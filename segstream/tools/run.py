@@ -35,8 +35,9 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from segstream.config import Config, load_config, load_segments
+from segstream.config import Config, load_config, load_segments, redact_url
 from segstream.errors import ConfigError, SegstreamError
+from segstream.health import HEALTH, fatal_reason
 
 if TYPE_CHECKING:
     from segstream.flows.segmentation import Sinks
@@ -156,20 +157,6 @@ def tune_gc(threshold: int) -> None:
     gc.set_threshold(threshold, middle, old)
 
 
-def redact_url(url: str) -> str:
-    """Hide the password of a URL for logs.
-
-    >>> redact_url("redis://:s3cret@redis:6379/0"), redact_url("redis://redis:6379/0")
-    ('redis://:***@redis:6379/0', 'redis://redis:6379/0')
-    """
-    scheme, sep, rest = url.partition("://")
-    credentials, at, host = rest.rpartition("@")
-    if not sep or not at:
-        return url
-    user, colon, _password = credentials.partition(":")
-    return f"{scheme}://{user}{':***' if colon else ''}@{host}"
-
-
 _stop_signal: list[int] = []
 
 
@@ -182,6 +169,8 @@ def _request_stop(signum: int, _frame: FrameType | None) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
+EXIT_PART_DIED = 3
+"""Exit code of a worker stopped because a background thread died (segstream.health)."""
 STOP_FLUSH_S = 10.0
 """How long a stopping worker waits for each sink's last writes."""
 
@@ -203,6 +192,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config = load_config(args.config)
     segments = load_segments(config.segments_file, horizons=config.window_horizons)
+    HEALTH.stall_s = config.health_stall_s
 
     from bytewax.errors import BytewaxRuntimeError  # noqa: PLC0415 - keep --help fast
     from bytewax.run import cli_main  # noqa: PLC0415
@@ -269,6 +259,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
         if not _stop_signal:
             raise
         _flush_on_stop(sinks)
+        fatal = fatal_reason()
+        if fatal is not None:
+            log.error("stopped because %s; state is in %s (a restart resumes from it)", fatal,
+                      config.recovery_dir or "(recovery off)")
+            return EXIT_PART_DIED
         log.info("stopped by signal %d; state is in %s", _stop_signal[0],
                  config.recovery_dir or "(recovery off)")
         return 0

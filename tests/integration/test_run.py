@@ -150,3 +150,52 @@ def test_two_processes_share_the_work_then_one_resumes_it(
     # Their fifth event: counted on top of the state the two processes left.
     assert {store.profile(u)["events_total"] for u in users[:10]} == {"5"}
     assert {store.profile(u)["events_total"] for u in users[10:]} == {"4"}
+
+
+BUGGY_FOLLOWER = """
+import sys
+from segstream.operators.models import ModelHub
+
+def follow(self, predictor):
+    raise RuntimeError("a bug in follow")
+
+ModelHub.follow = follow
+from segstream.cli import main
+sys.exit(main(["run"]))
+"""
+
+
+def test_a_dead_background_thread_stops_the_worker_non_zero(
+        kafka_broker: TansuBroker, redis_server: RedisServer, topic_factory: Callable[..., str],
+        redis_prefix: str, tmp_path: Path) -> None:
+    """Scenario: the model follower thread dies of a bug (injected) while the worker tails.
+
+    We expect the worker to stop with exit code 3 and the reason in its log, not run on
+    half-alive; its output so far is written.
+    """
+    from segstream.operators.models import ModelConfig, Models  # noqa: PLC0415
+
+    config = make_config(kafka_broker, redis_server.url, redis_prefix, topic_factory("in"),
+                         topic_factory("out"), topic_factory("dlq"))
+    kafka_broker.create_topics([config.model_events_topic])
+    kafka_broker.produce(config.input_topics[0], [(b"u1", event("u1", "Product Viewed", 1))])
+    port = free_port()
+    env = worker_env(config, tmp_path / "rec", metrics_port=port)
+    log = tmp_path / "w.log"
+    with open(log, "wb") as out:
+        worker = subprocess.Popen([sys.executable, "-c", BUGGY_FOLLOWER], env=env, stdout=out,
+                                  stderr=subprocess.STDOUT)
+    worker.log = log  # type: ignore[attr-defined]  # what assert_running reads
+    try:
+        wait_processed(port, 1, worker)  # type: ignore[arg-type]
+        predictor = Models(ModelConfig()).predictor().to_json()
+        kafka_broker.produce(config.model_events_topic, [(b"version", orjson.dumps(
+            {"kind": "version", "model_version": 1, "detail": {"predictor": predictor}}))])
+        assert worker.wait(60) == 3, log.read_text()[-3000:]
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+    text = log.read_text()
+    assert "the model follower thread died: RuntimeError: a bug in follow" in text
+    assert "a restart resumes from it" in text
+    assert RedisStore.from_url(redis_server.url, redis_prefix).profile("u1")["events_total"] == "1"

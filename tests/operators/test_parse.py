@@ -289,7 +289,8 @@ ANY_TIME_PARSER = EventParser(min_event_time=-1e12, max_future_skew_s=1e12)
 
 
 @settings(max_examples=500, deadline=None)
-@given(st.datetimes(min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30),
+# Hypothesis takes naive bounds and attaches the time zones itself.
+@given(st.datetimes(min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30),  # noqa: DTZ001
                     timezones=st.sampled_from([UTC, None, timezone(timedelta(hours=14)),
                                                timezone(-timedelta(hours=23, minutes=59))])))
 def test_every_accepted_timestamp_round_trips_through_every_output(moment: datetime) -> None:

@@ -1,0 +1,100 @@
+"""What /healthz answers: ready while sources are polled and sinks write, 503 with the reasons otherwise."""
+
+from __future__ import annotations
+
+import urllib.error
+import urllib.request
+
+import orjson
+import pytest
+
+from segstream.health import HEALTH, Health, supervised
+from segstream.services import free_port
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_worker_is_starting_until_its_first_poll_then_ok() -> None:
+    """Before any source poll: not ready ('starting'); after one: ready."""
+    clock = Clock()
+    health = Health(stall_s=60.0, now=clock)
+    assert health.report() == (False, {"status": "starting", "problems": [], "last_poll_age_s": None})
+    health.beat()
+    clock.now += 5
+    assert health.report() == (True, {"status": "ok", "problems": [], "last_poll_age_s": 5.0})
+
+
+def test_no_poll_for_health_stall_s_is_unhealthy() -> None:
+    """A blocked worker thread polls nothing: past health_stall_s it is reported, with the age."""
+    clock = Clock()
+    health = Health(stall_s=60.0, now=clock)
+    health.beat()
+    clock.now += 60.0
+    assert health.report()[0]
+    clock.now += 0.5
+    ready, body = health.report()
+    assert not ready and body["status"] == "unhealthy"
+    assert body["problems"] == ["no source polled for 60.5 s (health_stall_s 60): the worker is blocked"]
+    clock.now = 999.0 + 200  # and a worker that never polled, once the stall time passed
+    assert Health(stall_s=60.0, now=clock).report()[1]["status"] == "starting"
+
+
+def test_a_failing_sink_is_unhealthy_until_it_writes() -> None:
+    """A sink's failures count from the first one; one success clears them."""
+    clock = Clock()
+    health = Health(stall_s=60.0, now=clock)
+    health.beat()
+    health.sink_failing("redis", "TimeoutError: Timeout reading from socket")
+    clock.now += 3
+    health.beat()
+    health.sink_failing("redis", "ConnectionError: refused")
+    ready, body = health.report()
+    assert not ready
+    assert body["problems"] == ["sink redis failing for 3.0 s: ConnectionError: refused"]
+    health.sink_ok("redis")
+    assert health.report()[0]
+
+
+def test_a_dead_thread_is_reported_and_stops_the_worker() -> None:
+    """supervised() reports a thread that raised, and asks for the fatal stop."""
+    stops: list[str] = []
+
+    def bug() -> None:
+        raise RuntimeError("a bug")
+
+    supervised("model follower", bug, stops.append)
+    assert stops == ["the model follower thread died: RuntimeError: a bug"]
+    assert "thread model follower died: RuntimeError: a bug" in HEALTH.report()[1]["problems"]
+    HEALTH._dead.clear()  # the process-wide health other tests read
+    supervised("fine", lambda: None, stops.append)  # a body that returns is no death
+    assert len(stops) == 1
+
+
+def test_healthz_answers_503_with_the_reasons() -> None:
+    """The HTTP endpoint gives the status code Kubernetes probes read, and the JSON body."""
+    from segstream.metrics import serve_metrics  # noqa: PLC0415
+
+    port = free_port()
+    server = serve_metrics(port, host="127.0.0.1")
+    try:
+        HEALTH.beat()
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as answer:
+            assert answer.status == 200
+            assert orjson.loads(answer.read())["status"] == "ok"
+        HEALTH.sink_failing("kafka", "all brokers down")
+        with pytest.raises(urllib.error.HTTPError) as info:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5)
+        assert info.value.code == 503
+        body = orjson.loads(info.value.read())
+        assert body["status"] == "unhealthy" and "all brokers down" in body["problems"][0]
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as answer:
+            assert b"segstream_ready 0.0" in answer.read()
+    finally:
+        HEALTH.sink_ok("kafka")
+        server.shutdown()
