@@ -265,7 +265,11 @@ def redis_server_bin() -> str:
 class RedisServer(_Service):
     """A throw-away redis-server (no persistence) on a free loopback port."""
 
-    def __init__(self, port: int | None = None) -> None:
+    def __init__(self, port: int | None = None, *, password: str | None = None) -> None:
+        """Start on ``port`` (default: a free one); ``password`` makes it require AUTH.
+
+        ``url`` has no credentials; a client of a password-protected server adds them.
+        """
         self.port = port or free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self._dir = tempfile.mkdtemp(prefix="segstream-redis-")
@@ -278,6 +282,7 @@ class RedisServer(_Service):
                 "--appendonly", "no",
                 "--dir", self._dir,
                 "--protected-mode", "no",
+                *(["--requirepass", password] if password else []),
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

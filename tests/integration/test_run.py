@@ -199,3 +199,31 @@ def test_a_dead_background_thread_stops_the_worker_non_zero(
     assert "the model follower thread died: RuntimeError: a bug in follow" in text
     assert "a restart resumes from it" in text
     assert RedisStore.from_url(redis_server.url, redis_prefix).profile("u1")["events_total"] == "1"
+
+
+@pytest.mark.parametrize("form", ["query", "userinfo"])
+def test_a_redis_password_never_reaches_the_log(
+        kafka_broker: TansuBroker, topic_factory: Callable[..., str], redis_prefix: str,
+        tmp_path: Path, form: str) -> None:
+    """Scenario: Redis requires a password, given as ?password= or as user:password@.
+
+    We expect the worker to authenticate and write, and the password nowhere in its log
+    (the ?password= form was logged in clear).
+    """
+    secret = "s3cret-" + redis_prefix.strip(":")
+    server = RedisServer(password=secret)
+    try:
+        url = (f"redis://127.0.0.1:{server.port}/0?password={secret}" if form == "query"
+               else f"redis://default:{secret}@127.0.0.1:{server.port}/0")
+        config = make_config(kafka_broker, url, redis_prefix, topic_factory("in"),
+                             topic_factory("out"), topic_factory("dlq"))
+        kafka_broker.produce(config.input_topics[0], [(b"u1", event("u1", "Product Viewed", 1))])
+        worker = start_worker(worker_env(config, tmp_path / "rec"), "--until-end",
+                              log=tmp_path / "w.log")
+        assert worker.wait(60) == 0, (tmp_path / "w.log").read_text()[-2000:]
+        text = (tmp_path / "w.log").read_text()
+        assert secret not in text
+        assert "redis redis://" in text and "***" in text
+        assert RedisStore.from_url(url, redis_prefix).profile("u1")["events_total"] == "1"
+    finally:
+        server.stop()
