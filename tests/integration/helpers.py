@@ -114,6 +114,24 @@ def wait_processed(port: int, at_least: int, *workers: WorkerProcess, timeout: f
     raise AssertionError(f"the workers did not process {at_least} inputs within {timeout}s")
 
 
+def wait_ready(port: int, worker: WorkerProcess, timeout: float = 60) -> None:
+    """Wait until the worker's /healthz answers ready (its dataflow polls its sources)."""
+    import urllib.error  # noqa: PLC0415
+    import urllib.request  # noqa: PLC0415
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as answer:
+                if answer.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        assert_running(worker)
+        time.sleep(0.05)
+    raise AssertionError(f"the worker was not ready within {timeout}s")
+
+
 def change_docs(records: list[TopicRecord], *, drop: tuple[str, ...] = ("emitted_at",)) -> list[dict]:
     docs = []
     for record in records:

@@ -91,9 +91,10 @@ def test_sigkill_mid_stream_then_resume(kafka_broker: TansuBroker, redis_server:
 
     kafka_broker.produce(input_topic, first)
     port = free_port()
-    # Journey and rule changes are compared exactly: with segments that depend on
-    # the user's own events only (the default file also has a rule on a population
-    # statistic and a transition on churn_p, which depend on the other users).
+    # Journey and rule changes are compared exactly, for every user: with segments
+    # that depend on the user's own events only. The shipped file (a rule on a
+    # population statistic, a transition on churn_p) is killed at random points in
+    # test_faults.py, where the users whose decisions read others are counted.
     own_only = {"SEGSTREAM_SEGMENTS_FILE": str(ORACLE_SEGMENTS)}
     env = worker_env(crashy, tmp_path / "recovery", metrics_port=port,
                      snapshot_interval_s=0.3) | own_only
