@@ -265,21 +265,30 @@ def redis_server_bin() -> str:
 class RedisServer(_Service):
     """A throw-away redis-server (no persistence) on a free loopback port."""
 
-    def __init__(self, port: int | None = None, *, password: str | None = None) -> None:
+    def __init__(self, port: int | None = None, *, password: str | None = None,
+                 data_dir: Path | None = None) -> None:
         """Start on ``port`` (default: a free one); ``password`` makes it require AUTH.
 
         ``url`` has no credentials; a client of a password-protected server adds them.
+        ``data_dir``: keep the data there with the append-only file fsynced at
+        every write, so a server killed and restarted on it loses nothing
+        (default: memory only, in a scratch directory removed on stop).
         """
         self.port = port or free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
-        self._dir = tempfile.mkdtemp(prefix="segstream-redis-")
+        self._keep = data_dir is not None
+        if data_dir is not None:
+            data_dir.mkdir(parents=True, exist_ok=True)
+        self._dir = str(data_dir) if data_dir is not None else tempfile.mkdtemp(prefix="segstream-redis-")
+        persistence = (["--appendonly", "yes", "--appendfsync", "always"] if self._keep
+                       else ["--appendonly", "no"])
         self.proc = subprocess.Popen(
             [
                 redis_server_bin(),
                 "--port", str(self.port),
                 "--bind", "127.0.0.1",
                 "--save", "",
-                "--appendonly", "no",
+                *persistence,
                 "--dir", self._dir,
                 "--protected-mode", "no",
                 *(["--requirepass", password] if password else []),
@@ -290,9 +299,10 @@ class RedisServer(_Service):
         wait_for_port(self.port, timeout=10, proc=self.proc, what="redis-server")
 
     def stop(self) -> None:
-        """Stop the server and remove its scratch directory."""
+        """Stop the server and remove its scratch directory (a ``data_dir`` stays)."""
         super().stop()
-        shutil.rmtree(self._dir, ignore_errors=True)
+        if not self._keep:
+            shutil.rmtree(self._dir, ignore_errors=True)
 
 
 def clean_env(extra: dict[str, str] | None = None) -> dict[str, str]:

@@ -209,24 +209,45 @@ return 1
 """
 
 
+class FailureReport:
+    """Tells a callback of failures (their text) and of the first success after them (``None``)."""
+
+    __slots__ = ("_callback", "_failing")
+
+    def __init__(self, callback: Callable[[str | None], None] | None) -> None:
+        self._callback = callback
+        self._failing = False
+
+    def failed(self, problem: str) -> None:
+        """Report a failure."""
+        self._failing = True
+        if self._callback is not None:
+            self._callback(problem)
+
+    def succeeded(self) -> None:
+        """Report a success, if it ends failures."""
+        if self._failing:
+            self._failing = False
+            if self._callback is not None:
+                self._callback(None)
+
+
 class DeadlineRetry(Retry):
     """Retry connection errors and timeouts with backoff until ``deadline_s`` after the first.
 
     redis-py's own ``Retry`` counts attempts; with command timeouts an attempt
     can take a whole timeout, so a count would stretch the give-up to minutes.
-    ``on_failure`` hears each failure (its text) and the success that follows
-    failures (``None``).
+    ``report`` hears each failure.
     """
 
-    def __init__(self, deadline_s: float, on_failure: Callable[[str | None], None] | None = None
-                 ) -> None:
+    def __init__(self, deadline_s: float, report: FailureReport | None = None) -> None:
         super().__init__(ExponentialBackoff(cap=2.0, base=0.05), -1)
         self._deadline_s = deadline_s
-        self._on_failure = on_failure
+        self._report = report or FailureReport(None)
 
     def __deepcopy__(self, memo: dict[int, Any]) -> DeadlineRetry:
-        # redis-py copies a client's Retry into each connection; the callback is shared.
-        copied = DeadlineRetry(self._deadline_s, self._on_failure)
+        # redis-py copies a client's Retry into each connection; the report is shared.
+        copied = DeadlineRetry(self._deadline_s, self._report)
         copied.update_supported_errors(list(self._supported_errors))
         return copied
 
@@ -234,22 +255,17 @@ class DeadlineRetry(Retry):
                         **kwargs: Any) -> T:
         """Run ``do``, retrying what fails until the deadline (see the class doc)."""
         started = time.monotonic()
-        failed = False
-        on_failure = self._on_failure
+        report = self._report
 
         def fail_or_give_up(error: Exception, *rest: Any) -> None:
-            nonlocal failed
-            failed = True
             fail(error, *rest)
-            if on_failure is not None:
-                on_failure(f"{type(error).__name__}: {error}")
+            report.failed(f"{type(error).__name__}: {error}")
             if time.monotonic() - started >= self._deadline_s:
                 raise error
 
-        result = super().call_with_retry(do, fail_or_give_up, *args, **kwargs)
-        if failed and on_failure is not None:
-            on_failure(None)
-        return result
+        # Success is the store's to report: redis-py retries connects through here
+        # too, and a TCP connect to a paused server succeeds (the kernel accepts it).
+        return super().call_with_retry(do, fail_or_give_up, *args, **kwargs)
 
 
 class PendingApply:
@@ -277,14 +293,16 @@ class PendingApply:
         pool = self._pool
         try:
             written = sum(int(conn.read_response()) for _ in range(self._count))
-        except (redis.ConnectionError, redis.TimeoutError, redis.exceptions.NoScriptError):
+        except (redis.ConnectionError, redis.TimeoutError, redis.exceptions.NoScriptError) as exc:
             conn.disconnect()
+            self._store.failures.failed(f"{type(exc).__name__}: {exc}")
             return self._store.apply(self._updates, updated_at=self._updated_at)
         except BaseException:
             conn.disconnect()  # replies behind the failed one are still unread
             raise
         finally:
             pool.release(conn)
+        self._store.failures.succeeded()
         return written
 
 
@@ -294,12 +312,17 @@ class RedisStore:
     Args:
         client: a ``redis.Redis`` client (``decode_responses`` either way).
         layout: the key layout.
+        failures: hears each failure and the success after failures, for the
+            worker's health (:meth:`from_url` wires it).
 
     """
 
-    def __init__(self, client: redis.Redis, layout: RedisLayout) -> None:
+    def __init__(self, client: redis.Redis, layout: RedisLayout,
+                 failures: FailureReport | None = None) -> None:
         self._client = client
         self._layout = layout
+        self.failures = failures or FailureReport(None)
+        """Where the store's failures and recoveries are reported (the worker's health)."""
         self._apply = client.register_script(_APPLY_UPDATE)
         self._apply_model = client.register_script(_APPLY_MODEL)
 
@@ -318,16 +341,17 @@ class RedisStore:
         are version-guarded (idempotent). ``on_failure`` hears each failure
         (its text) and each success after one (``None``): the worker's health.
         """
+        failures = FailureReport(on_failure)
         client = redis.Redis.from_url(
             url,
             decode_responses=True,
-            retry=DeadlineRetry(retry_s, on_failure),
+            retry=DeadlineRetry(retry_s, failures),
             retry_on_error=[redis.ConnectionError, redis.TimeoutError],
             socket_connect_timeout=timeout_s,
             socket_timeout=timeout_s,
             socket_keepalive=True,
         )
-        return cls(client, RedisLayout(prefix))
+        return cls(client, RedisLayout(prefix), failures)
 
     @property
     def layout(self) -> RedisLayout:
@@ -351,7 +375,9 @@ class RedisStore:
         for update in updates:
             keys, args = self._update_call(update, updated_at)
             self._apply(keys=keys, args=args, client=pipe)
-        return sum(int(x) for x in pipe.execute())
+        written = sum(int(x) for x in pipe.execute())
+        self.failures.succeeded()
+        return written
 
     def send_apply(self, updates: Sequence[UserUpdate], *, updated_at: str | None = None
                    ) -> PendingApply:

@@ -21,7 +21,6 @@ import pytest
 from segstream.operators.user import POPULATION_FIELDS
 from segstream.state.redis import RedisStore
 
-from segstream.config import Config
 from segstream.services import RedisServer, TansuBroker, free_port
 from segstream.tools.generate import generate
 
@@ -168,3 +167,192 @@ def test_sigkill_at_random_points_with_the_shipped_segments(
            f"decision reading other users (churn_model, high_value), of which "
            f"{len(differing)} ended with another profile; every other user equal")
     assert len(affected) < users // 2, "most users must be compared exactly"
+
+
+# --- outages while tailing at a steady rate -----------------------------------------------
+
+STEADY_USERS = 200
+STEADY_RATE = 300
+"""Events per second the steady producer sends."""
+START = 1714557600  # 2024-05-01T10:00:00Z
+
+
+def steady_stream(seconds: float) -> tuple[list[tuple[bytes, bytes]], Counter[str]]:
+    """In-order events at one per (simulated) second, and how many each user got."""
+    rng = random.Random(7)
+    names = ["Page Viewed", "Product Viewed", "Product Added", "Order Completed"]
+    out, counts = [], Counter[str]()
+    for i in range(int(seconds * STEADY_RATE)):
+        user = f"s{rng.randrange(STEADY_USERS)}"
+        doc = {"event": rng.choice(names), "userId": user, "messageId": f"m{i}",
+               "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(START + i)),
+               "properties": {"revenue": rng.randrange(1, 200)}}
+        out.append((user.encode(), orjson.dumps(doc)))
+        counts[user] += 1
+    return out, counts
+
+
+def healthz(port: int) -> tuple[int, dict]:
+    import urllib.error  # noqa: PLC0415
+    import urllib.request  # noqa: PLC0415
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as answer:
+            return answer.status, orjson.loads(answer.read())
+    except urllib.error.HTTPError as error:
+        return error.code, orjson.loads(error.read())
+
+
+def tail_through(broker: TansuBroker, redis_url: str, tmp_path: Path,
+                 fault: Callable[[int], None], *, seconds: float = 18.0) -> dict[str, int]:
+    """Tail a steady stream, inject ``fault(metrics_port)`` 3 s in, then check Redis lost nothing.
+
+    The worker may survive the fault or exit non-zero; then it is restarted on its recovery
+    directory, as a platform would. Returns the worker's exit codes by name.
+    """
+    events, counts = steady_stream(seconds)
+    topic, out, dlq = (f"{name}-{os.urandom(4).hex()}" for name in ("in", "out", "dlq"))
+    broker.create_topics([topic, out, dlq, f"{out}-model-events"])
+    prefix = f"f{os.urandom(4).hex()}:"
+    config = make_config(broker, redis_url, prefix, topic, out, dlq)
+    port = free_port()
+    env = worker_env(config, tmp_path / "recovery", metrics_port=port, snapshot_interval_s=1.0)
+    chunk = STEADY_RATE // 10
+
+    def steady() -> None:
+        for i in range(0, len(events), chunk):
+            broker.produce(topic, events[i:i + chunk])
+            time.sleep(0.1)
+
+    codes: dict[str, int] = {}
+    worker = start_worker(env, log=tmp_path / "worker.log")
+    producer = threading.Thread(target=steady)
+    try:
+        wait_ready(port, worker)
+        producer.start()
+        time.sleep(3.0)
+        fault(port)
+        producer.join()
+        if worker.poll() is not None:
+            codes["during"] = worker.returncode
+            worker = start_worker(env, log=tmp_path / "worker.log")
+        deadline = time.monotonic() + 90
+        store = RedisStore.from_url(redis_url, prefix)
+        while True:
+            got = {user: int(store.profile(user).get("events_total") or 0) for user in counts}
+            if got == dict(counts):
+                break
+            assert time.monotonic() < deadline, (
+                f"Redis is missing events: {sum(counts.values()) - sum(got.values())} of "
+                f"{sum(counts.values())}; worker log:\n"
+                + (tmp_path / "worker.log").read_text()[-2000:])
+            if worker.poll() is not None:
+                codes.setdefault("after", worker.returncode)
+                worker = start_worker(env, log=tmp_path / "worker.log")
+            time.sleep(0.2)
+        store.close()
+        worker.send_signal(signal.SIGTERM)
+        codes["stop"] = worker.wait(30)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+        producer.join()
+    assert codes["stop"] == 0, (tmp_path / "worker.log").read_text()[-2000:]
+    assert all(code != 0 for name, code in codes.items() if name != "stop"), codes
+    memberships_follow_profiles(redis_url, prefix)
+    assert not [r for r in broker.read_topic(dlq)], "no input was bad"
+    report(f"{sum(counts.values())} events at {STEADY_RATE}/s through the fault, exit codes "
+           f"{codes}: nothing missing in Redis")
+    return codes
+
+
+@pytest.fixture
+def own_broker() -> Iterator[TansuBroker]:
+    """A broker of this test's own, so pausing it pauses no other test."""
+    with TansuBroker() as broker:
+        yield broker
+
+
+def test_redis_paused_10_s_while_tailing(own_broker: TansuBroker, tmp_path: Path) -> None:
+    """Scenario: redis-server is paused (SIGSTOP) for 10 s while the worker tails at 300/s.
+
+    We expect /healthz to answer 503 naming the failing Redis sink during the pause, the
+    worker to ride it out (commands time out and are retried within outage_give_up_s),
+    /healthz ready again after, and nothing missing in Redis.
+    """
+    server = RedisServer()
+    answers: list[tuple[int, dict]] = []
+
+    def pause(port: int) -> None:
+        assert server.proc is not None
+        os.kill(server.proc.pid, signal.SIGSTOP)
+        try:
+            paused = time.monotonic()
+            while time.monotonic() - paused < 10.0:
+                answers.append(healthz(port))
+                time.sleep(0.5)
+        finally:
+            os.kill(server.proc.pid, signal.SIGCONT)
+        deadline = time.monotonic() + 30
+        while healthz(port)[0] != 200:
+            assert time.monotonic() < deadline, healthz(port)
+            time.sleep(0.2)
+
+    try:
+        codes = tail_through(own_broker, server.url, tmp_path, pause)
+    finally:
+        server.stop()
+    assert "during" not in codes, "the worker survives a 10 s pause"
+    failing = [body for status, body in answers
+               if status == 503 and any("sink redis failing" in p for p in body["problems"])]
+    assert failing, answers[-1]
+    report(f"Redis paused 10 s: /healthz answered 503 in {len(failing)} of {len(answers)} probes "
+           f"during the pause ({failing[0]['problems'][0]})")
+
+
+def test_redis_killed_and_restarted_after_10_s_while_tailing(own_broker: TansuBroker,
+                                                             tmp_path: Path) -> None:
+    """Scenario: redis-server (AOF on, as in production) is killed with SIGKILL while the worker
+    tails, and restarted on the same port 10 s later.
+
+    We expect the worker to survive (connections refused are retried within
+    outage_give_up_s) or to exit non-zero and resume on restart; either way nothing is
+    missing in Redis afterwards.
+    """
+    data = tmp_path / "redis-data"
+    server = RedisServer(data_dir=data)
+    holder = [server]
+
+    def kill_and_restart(port: int) -> None:
+        assert holder[0].proc is not None
+        holder[0].proc.kill()
+        holder[0].proc.wait()
+        time.sleep(10.0)
+        holder[0] = RedisServer(port=holder[0].port, data_dir=data)
+
+    try:
+        tail_through(own_broker, server.url, tmp_path, kill_and_restart)
+    finally:
+        holder[0].stop()
+
+
+def test_broker_paused_10_s_while_tailing(own_broker: TansuBroker, tmp_path: Path) -> None:
+    """Scenario: the Kafka-protocol broker is paused (SIGSTOP) for 10 s while the worker tails.
+
+    We expect the worker to resume consuming when the broker does, with nothing lost: Redis
+    ends with every event the producer sent.
+    """
+    server = RedisServer()
+
+    def pause(port: int) -> None:
+        assert own_broker.proc is not None
+        os.kill(own_broker.proc.pid, signal.SIGSTOP)
+        try:
+            time.sleep(10.0)
+        finally:
+            os.kill(own_broker.proc.pid, signal.SIGCONT)
+
+    try:
+        tail_through(own_broker, server.url, tmp_path, pause)
+    finally:
+        server.stop()
