@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
@@ -317,3 +318,35 @@ def test_transitions_and_members_are_counted() -> None:
     assert transitions("decision", "retention") - before["decision", "retention"] == 1
     assert members("journey", "journey:decision") == in_decision  # entered, then left
     assert members("journey", "journey:retention") - in_retention == 1
+
+
+def _purchase(user: str, day: float, revenue: float, name: str = "Order Completed") -> bytes:
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(1714557600 + day * 86400))
+    return orjson.dumps({"event": name, "userId": user, "messageId": f"{user}-{day}-{name}",
+                         "timestamp": stamp, "properties": {"revenue": revenue}})
+
+
+@pytest.mark.parametrize("max_revenue", [1e9, 1e300])
+def test_a_single_1e140_purchase_leaves_high_value_alone(max_revenue: float) -> None:
+    """Scenario: 150 buyers of 50 and 10 of 500 (high_value: above mean + 2 SD), then one
+    purchase of 1e140, then every buyer comes back.
+
+    We expect, with the default bound, the purchase dead-lettered as bad_value and the 10 still
+    in high_value after their return. Without the bound (max_revenue 1e300) the one purchase
+    moves the mean past everyone else and high_value holds the whale alone: what the bound is for.
+    """
+    buyers = [(f"b{i}", 50.0) for i in range(150)] + [(f"w{i}", 500.0) for i in range(10)]
+    items = [_purchase(user, 0.001 * i, revenue) for i, (user, revenue) in enumerate(buyers)]
+    items.append(_purchase("whale", 2.0, 1e140))
+    items += [_purchase(user, 3.0 + 0.001 * i, 0.0, "Page Viewed")
+              for i, (user, _revenue) in enumerate(buyers)]
+    config = Config(max_revenue=max_revenue)
+    out, updates = run_flow(messages(items), config=config)
+    final = {u.user_id: u.profile for u in updates if not u.evicted}
+    high_value = {user for user, profile in final.items() if "high_value" in profile["segments"]}
+    dead = [dict(m.headers)["segstream.reason"] for m in out if m.topic == CONFIG.dlq_topic]
+    if max_revenue == 1e9:
+        assert dead == [b"bad_value"]
+        assert high_value == {f"w{i}" for i in range(10)}
+    else:
+        assert dead == [] and high_value == {"whale"}
