@@ -32,7 +32,7 @@ from bytewax.connectors.kafka import (
 )
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 from confluent_kafka import KafkaError as ConfluentKafkaError
-from confluent_kafka import KafkaException, Producer
+from confluent_kafka import KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 from segstream.operators.changes import REASON_HEADER, SOURCE_HEADER
 from segstream.operators.events import Reason, Rejected, iso_utc
@@ -170,7 +170,20 @@ class _PatientPartition(_KafkaSourcePartition):
             )
             batch.append(message if error is None else KafkaError(error, message))
             self._offset = msg.offset() + 1
+        if batch:
+            HEALTH.progress()
+        elif self._offset >= 0 and self._high_watermark() > self._offset:
+            HEALTH.input_waiting()
         return batch
+
+    def _high_watermark(self) -> int:
+        """Return the partition's end as the broker's last fetch answer gave it (no request is made)."""
+        try:
+            _low, high = self._consumer.get_watermark_offsets(
+                TopicPartition(self._topic, self._part_idx), cached=True)
+        except KafkaException:
+            return -1
+        return int(high)
 
 
 def consumer_settings(config: Config) -> dict[str, str]:

@@ -6,6 +6,9 @@ A worker is *ready* when
   worker polls its source and its timer clock several times a second even
   when no input comes, so a silent poll means the worker thread is blocked (a
   hung sink, broker or Redis call), not a quiet topic;
+- it makes progress while input waits: when the broker's last answer said a
+  partition holds messages past the worker's position, some message was
+  consumed within ``health_stall_s`` (a quiet topic waits for nothing);
 - no sink is failing: a sink that is retrying a write (Redis refused or hung,
   Kafka undelivered) reports itself failing until a write succeeds;
 - no background thread has died (the model follower, the population sync):
@@ -50,6 +53,8 @@ class Health:
         self._now = now
         self._started = now()
         self._beat: float | None = None
+        self._progress: float | None = None
+        self._waiting = False
         self._failing: dict[str, tuple[float, str]] = {}
         self._dead: dict[str, str] = {}
         self._lock = threading.Lock()
@@ -57,6 +62,15 @@ class Health:
     def beat(self) -> None:
         """Record that a source was polled (the dataflow moves)."""
         self._beat = self._now()
+
+    def progress(self) -> None:
+        """Record that input was consumed."""
+        self._progress = self._now()
+        self._waiting = False
+
+    def input_waiting(self) -> None:
+        """Record that a poll found nothing although the broker holds input past the position."""
+        self._waiting = True
 
     def sink_failing(self, sink: str, problem: str) -> None:
         """Record that ``sink`` failed a write and is retrying it (the first failure's time stays)."""
@@ -87,6 +101,10 @@ class Health:
         if silent > self.stall_s:
             problems.append(f"no source polled for {silent:.1f} s (health_stall_s "
                             f"{self.stall_s:g}): the worker is blocked")
+        idle = now - (self._started if self._progress is None else self._progress)
+        if self._waiting and idle > self.stall_s:
+            problems.append(f"input is waiting but none was consumed for {idle:.1f} s "
+                            f"(health_stall_s {self.stall_s:g})")
         problems += [f"sink {sink} failing for {now - since:.1f} s: {problem}"
                      for sink, (since, problem) in sorted(failing.items())]
         problems += [f"thread {name} died: {problem}" for name, problem in sorted(dead.items())]

@@ -98,3 +98,21 @@ def test_healthz_answers_503_with_the_reasons() -> None:
     finally:
         HEALTH.sink_ok("kafka")
         server.shutdown()
+
+
+def test_input_waiting_without_progress_is_unhealthy() -> None:
+    """A worker that polls but consumes nothing while the broker holds more is reported; a quiet
+    topic (nothing waiting) is not."""
+    clock = Clock()
+    health = Health(stall_s=10.0, now=clock)
+    health.beat()
+    health.progress()
+    clock.now += 30
+    health.beat()  # polled, nothing came, nothing waits: a quiet topic
+    assert health.report()[0]
+    health.input_waiting()
+    ready, body = health.report()
+    assert not ready
+    assert body["problems"] == ["input is waiting but none was consumed for 30.0 s (health_stall_s 10)"]
+    health.progress()
+    assert health.report()[0]

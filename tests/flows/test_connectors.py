@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
@@ -50,18 +51,62 @@ END = _Message(None, ConfluentKafkaError(ConfluentKafkaError._PARTITION_EOF))  #
 class _Consumer:
     """Hands out prepared ``consume`` results: a stand-in for librdkafka's batching only."""
 
-    def __init__(self, batches: list[list[_Message]]) -> None:
+    def __init__(self, batches: list[list[_Message]], high: int = -1001) -> None:
         self.batches = batches
+        self.high = high
 
     def consume(self, _size: int, _timeout: float) -> list[_Message]:
         return self.batches.pop(0) if self.batches else []
 
+    def get_watermark_offsets(self, _partition: Any, cached: bool = False) -> tuple[int, int]:
+        assert cached, "the health check must not make a request per poll"
+        return -1001, self.high
 
-def partition(batches: list[list[_Message]]) -> Any:
+
+def partition(batches: list[list[_Message]], high: int = -1001) -> Any:
     part = _PatientPartition.__new__(_PatientPartition)
-    part._consumer, part._batch_size, part._raise_on_errors = _Consumer(batches), 100, False
-    part._topic, part._offset = "t", 0
+    part._consumer, part._batch_size, part._raise_on_errors = _Consumer(batches, high), 100, False
+    part._topic, part._part_idx, part._offset = "t", 0, 0
     return part
+
+
+def test_an_empty_poll_behind_the_brokers_end_says_input_is_waiting(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A poll that brings nothing while the broker's last answer put the end past the position
+    tells the health that input waits; consuming clears it; at the end nothing waits."""
+    from segstream.health import Health  # noqa: PLC0415
+
+    health = Health(stall_s=0.0)
+    monkeypatch.setattr(connectors, "HEALTH", health)
+    part = partition([[_Message(0), _Message(1)], [], []], high=10)
+    part.next_batch()
+    assert not health._waiting
+    part.next_batch()
+    assert health._waiting
+    part._consumer.high = 2  # the position is the end: a quiet topic
+    health.progress()
+    part.next_batch()
+    assert not health._waiting
+
+
+@pytest.mark.integration
+def test_the_cached_high_watermark_is_the_brokers_end(kafka_broker: Any,
+                                                      topic_factory: Any) -> None:
+    """After a fetch, the partition knows the topic's end without asking the broker again."""
+    topic = topic_factory("hw")
+    kafka_broker.produce(topic, [(None, b"%d" % i) for i in range(50)])
+    source = kafka_source(Config(brokers=(kafka_broker.bootstrap,), input_topics=(topic,),
+                                 source_batch_size=10), tail=True)
+    part = source.build_part("clickstream", f"0-{topic}", None)
+    try:
+        taken: list[Any] = []
+        deadline = time.monotonic() + 15
+        while not taken and time.monotonic() < deadline:
+            taken += part.next_batch()
+            time.sleep(0.01)
+        assert taken and part._high_watermark() == 50
+    finally:
+        part.close()
 
 
 def test_an_end_that_more_data_follows_does_not_stop_the_partition(monkeypatch: pytest.MonkeyPatch) -> None:
