@@ -21,7 +21,6 @@ import pytest
 from segstream.operators.user import POPULATION_FIELDS
 from segstream.state.redis import RedisStore
 
-from segstream.config import Config
 from segstream.services import RedisServer, TansuBroker, free_port
 from segstream.tools.generate import generate
 
