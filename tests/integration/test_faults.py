@@ -204,6 +204,20 @@ def healthz(port: int) -> tuple[int, dict]:
         return error.code, orjson.loads(error.read())
 
 
+def paused_while_probing(pid: int, port: int, seconds: float = 10.0) -> list[tuple[int, dict]]:
+    """SIGSTOP ``pid`` for ``seconds``, asking the worker's /healthz every half second meanwhile."""
+    answers = []
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        paused = time.monotonic()
+        while time.monotonic() - paused < seconds:
+            answers.append(healthz(port))
+            time.sleep(0.5)
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    return answers
+
+
 def tail_through(broker: TansuBroker, redis_url: str, tmp_path: Path,
                  fault: Callable[[int, Callable[[], None]], None], *, seconds: float = 18.0,
                  burst_s: float = 0.0, env: dict[str, str] | None = None) -> dict[str, int]:
@@ -295,14 +309,7 @@ def test_redis_paused_10_s_while_tailing(own_broker: TansuBroker, tmp_path: Path
 
     def pause(port: int, _burst: Callable[[], None]) -> None:
         assert server.proc is not None
-        os.kill(server.proc.pid, signal.SIGSTOP)
-        try:
-            paused = time.monotonic()
-            while time.monotonic() - paused < 10.0:
-                answers.append(healthz(port))
-                time.sleep(0.5)
-        finally:
-            os.kill(server.proc.pid, signal.SIGCONT)
+        answers.extend(paused_while_probing(server.proc.pid, port))
         deadline = time.monotonic() + 30
         while healthz(port)[0] != 200:
             assert time.monotonic() < deadline, healthz(port)
@@ -360,14 +367,7 @@ def test_broker_paused_10_s_while_tailing(own_broker: TansuBroker, tmp_path: Pat
     def pause(port: int, burst: Callable[[], None]) -> None:
         assert own_broker.proc is not None
         burst()
-        os.kill(own_broker.proc.pid, signal.SIGSTOP)
-        try:
-            paused = time.monotonic()
-            while time.monotonic() - paused < 10.0:
-                answers.append(healthz(port))
-                time.sleep(0.5)
-        finally:
-            os.kill(own_broker.proc.pid, signal.SIGCONT)
+        answers.extend(paused_while_probing(own_broker.proc.pid, port))
 
     try:
         tail_through(own_broker, server.url, tmp_path, pause, burst_s=10.0,
