@@ -83,7 +83,7 @@ class Profile:
     last_active: float | None = None
     """The time of the newest late event when it is newer than ``last_seen`` (``None``:
     ``last_seen`` is the newest event). Eviction counts idleness from the newer of the
-    two; kept apart so the common case costs no bytes."""
+    two; kept apart so the common case costs a ``null`` in the snapshot, not a time."""
     sessions_total: int = 0
     session_start: float | None = None
     session_events: int = 0
@@ -193,6 +193,10 @@ class UserState:
             raise StateError("?", f"snapshot is not readable: {exc}") from exc
         user_id = str(values[0]) if values else "?"
         expected = _HEAD + len(_PROFILE_FIELDS)
+        if fmt == 5 and len(values) == expected - 1:
+            # Format 5 had no last_active: a resumed user has no late event newer than last_seen.
+            values.insert(_HEAD + _PROFILE_FIELDS.index("last_active"), None)
+            fmt = STATE_FORMAT
         if fmt != STATE_FORMAT or len(values) != expected:
             msg = (
                 f"snapshot format {fmt!r} with {len(values)} values, expected format "

@@ -92,3 +92,20 @@ def test_snapshot_bytes_hold_no_spare_buffer() -> None:
     finally:
         tracemalloc.stop()
     assert held < 100 * (len(kept[0]) + 200)
+
+
+def test_a_format_5_snapshot_resumes_without_last_active() -> None:
+    """A recovery directory written before last_active existed resumes: the user's profile is
+    the same, with no late event newer than last_seen."""
+    import orjson  # noqa: PLC0415
+
+    state = UserState("u1", version=7, settled=Profile(events_total=3, first_seen=1.0, last_seen=9.0))
+    values = orjson.loads(state.to_bytes())
+    index = 1 + 10 + [f for f in Profile.__dataclass_fields__].index("last_active")
+    del values[index]  # the layout of format 5
+    values[0] = 5
+    resumed = UserState.from_bytes(orjson.dumps(values))
+    assert resumed == state
+    values[0] = 4
+    with pytest.raises(StateError, match="delete the recovery directory"):
+        UserState.from_bytes(orjson.dumps(values))
