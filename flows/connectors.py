@@ -408,11 +408,13 @@ class KafkaOutSink(EpochSink[OutMessage]):
             HEALTH.sink_ok(self.label)
 
     def _on_error(self, err: Any) -> None:
-        """Mark the sink failing on a client-level error (all brokers down...).
+        """Mark the sink failing while no broker answers (or the client failed for good).
 
-        Until a delivery succeeds; librdkafka keeps retrying meanwhile.
+        librdkafka keeps retrying and repeats the error while it lasts; a
+        delivery clears it. One broker of several down is no failure of the sink.
         """
-        HEALTH.sink_failing(self.label, str(err))
+        if getattr(err, "code", lambda: None)() in _SINK_DOWN_ERRORS:
+            HEALTH.sink_failing(self.label, str(err))
 
     def _on_best_effort_delivery(self, err: object, msg: Any) -> None:
         if err is not None:
@@ -460,6 +462,12 @@ class KafkaOutSink(EpochSink[OutMessage]):
     def release(self) -> None:
         """Drop the producer, which closes its connections (librdkafka destroys it)."""
         self._producer = None
+
+
+_SINK_DOWN_ERRORS = frozenset({ConfluentKafkaError._ALL_BROKERS_DOWN,  # noqa: SLF001
+                               ConfluentKafkaError._AUTHENTICATION,  # noqa: SLF001
+                               ConfluentKafkaError._FATAL})  # noqa: SLF001
+"""Client-level errors that mean the producer can deliver nothing."""
 
 
 def _lost_best_effort(topic: str, headers: Sequence[tuple[str, bytes | None]], size: int,

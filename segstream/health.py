@@ -42,6 +42,10 @@ log = logging.getLogger(__name__)
 
 DEFAULT_STALL_S = 60.0
 """Default ``health_stall_s``: how long a worker may go without polling its sources."""
+FAILING_FRESH_S = 30.0
+"""A sink's failure counts until the sink writes, or until it has gone this long without
+another failure report (a failing sink repeats its reports: Redis at each retry, librdkafka
+at each reconnection; an idle sink may have nothing to write that would clear it)."""
 
 
 class Health:
@@ -55,7 +59,7 @@ class Health:
         self._beat: float | None = None
         self._progress: float | None = None
         self._waiting = False
-        self._failing: dict[str, tuple[float, str]] = {}
+        self._failing: dict[str, tuple[float, float, str]] = {}  # sink: (since, last, problem)
         self._dead: dict[str, str] = {}
         self._lock = threading.Lock()
 
@@ -75,8 +79,9 @@ class Health:
     def sink_failing(self, sink: str, problem: str) -> None:
         """Record that ``sink`` failed a write and is retrying it (the first failure's time stays)."""
         with self._lock:
-            since = self._failing.get(sink, (self._now(), ""))[0]
-            self._failing[sink] = (since, problem)
+            now = self._now()
+            since = self._failing.get(sink, (now, now, ""))[0]
+            self._failing[sink] = (since, now, problem)
 
     def sink_ok(self, sink: str) -> None:
         """Record that ``sink`` wrote successfully."""
@@ -106,7 +111,8 @@ class Health:
             problems.append(f"input is waiting but none was consumed for {idle:.1f} s "
                             f"(health_stall_s {self.stall_s:g})")
         problems += [f"sink {sink} failing for {now - since:.1f} s: {problem}"
-                     for sink, (since, problem) in sorted(failing.items())]
+                     for sink, (since, last, problem) in sorted(failing.items())
+                     if now - last <= FAILING_FRESH_S]
         problems += [f"thread {name} died: {problem}" for name, problem in sorted(dead.items())]
         if problems:
             status = "unhealthy"

@@ -116,3 +116,35 @@ def test_input_waiting_without_progress_is_unhealthy() -> None:
     assert body["problems"] == ["input is waiting but none was consumed for 30.0 s (health_stall_s 10)"]
     health.progress()
     assert health.report()[0]
+
+
+def test_a_failure_no_longer_repeated_expires() -> None:
+    """A failing sink repeats its reports; one that stopped reporting (and had nothing to write
+    that would clear it) counts no more after FAILING_FRESH_S."""
+    from segstream.health import FAILING_FRESH_S  # noqa: PLC0415
+
+    clock = Clock()
+    health = Health(stall_s=1e9, now=clock)
+    health.beat()
+    health.sink_failing("kafka", "all brokers down")
+    clock.now += FAILING_FRESH_S
+    assert not health.report()[0]
+    clock.now += 1
+    assert health.report()[0]
+
+
+def test_the_kafka_sink_is_failing_only_while_it_can_deliver_nothing() -> None:
+    """All brokers down marks the sink failing; one broker of several down does not."""
+    from confluent_kafka import KafkaError  # noqa: PLC0415
+    from segstream.flows.connectors import KafkaOutSink  # noqa: PLC0415
+
+    from segstream.config import Config  # noqa: PLC0415
+
+    sink = KafkaOutSink(Config())
+    HEALTH.beat()
+    sink._on_error(KafkaError(KafkaError._TRANSPORT))
+    assert HEALTH.report()[0]
+    sink._on_error(KafkaError(KafkaError._ALL_BROKERS_DOWN))
+    assert not HEALTH.report()[0]
+    sink._on_delivery(None, None)  # a delivery: the brokers are back
+    assert HEALTH.report()[0]
