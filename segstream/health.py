@@ -80,14 +80,21 @@ class Health:
         """Record that ``sink`` failed a write and is retrying it (the first failure's time stays)."""
         with self._lock:
             now = self._now()
+            started = sink not in self._failing
             since = self._failing.get(sink, (now, now, ""))[0]
             self._failing[sink] = (since, now, problem)
+        if started:
+            log.warning("sink %s failing: %s (retrying; /healthz answers 503 meanwhile)", sink,
+                        problem)
 
     def sink_ok(self, sink: str) -> None:
         """Record that ``sink`` wrote successfully."""
         if sink in self._failing:
             with self._lock:
-                self._failing.pop(sink, None)
+                found = self._failing.pop(sink, None)
+            if found is not None:
+                log.info("sink %s writes again after %.1f s of failures", sink,
+                         self._now() - found[0])
 
     def thread_died(self, name: str, problem: str) -> None:
         """Record that background thread ``name`` died."""

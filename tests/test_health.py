@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import urllib.error
 import urllib.request
 
@@ -45,8 +46,10 @@ def test_no_poll_for_health_stall_s_is_unhealthy() -> None:
     assert Health(stall_s=60.0, now=clock).report()[1]["status"] == "starting"
 
 
-def test_a_failing_sink_is_unhealthy_until_it_writes() -> None:
-    """A sink's failures count from the first one; one success clears them."""
+def test_a_failing_sink_is_unhealthy_until_it_writes(caplog: pytest.LogCaptureFixture) -> None:
+    """A sink's failures count from the first one; one success clears them. The log says when
+    failures start and end (a hung Redis used to stall the worker without a line)."""
+    caplog.set_level(logging.INFO, logger="segstream.health")
     clock = Clock()
     health = Health(stall_s=60.0, now=clock)
     health.beat()
@@ -59,6 +62,9 @@ def test_a_failing_sink_is_unhealthy_until_it_writes() -> None:
     assert body["problems"] == ["sink redis failing for 3.0 s: ConnectionError: refused"]
     health.sink_ok("redis")
     assert health.report()[0]
+    assert "sink redis failing: TimeoutError: Timeout reading from socket" in caplog.text
+    assert "sink redis writes again after 3.0 s of failures" in caplog.text
+    assert caplog.text.count("sink redis failing") == 1  # once, not at every retry
 
 
 def test_a_dead_thread_is_reported_and_stops_the_worker() -> None:
