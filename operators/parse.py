@@ -230,7 +230,8 @@ class EventParser:
             revenue = 0.0
         elif (wrong := _bounded(revenue, f"properties.{revenue_name}", self.max_revenue)):
             return reject(*wrong)
-        if properties and (wrong := self._check_amounts(properties)):
+        if ("price" in properties or "quantity" in properties or "products" in properties) and (
+                wrong := self._check_amounts(properties)):
             return reject(*wrong)
         message_id = doc.get("messageId")
         if not isinstance(message_id, str) or not message_id:
