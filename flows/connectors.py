@@ -388,6 +388,7 @@ class KafkaOutSink(EpochSink[OutMessage]):
         }
         self._producer: Producer | None = None
         self._undelivered: list[str] = []
+        self._delivered = False
 
     def _producer_now(self) -> Producer:
         # One thread writes: the worker that is primary for this process's
@@ -405,6 +406,11 @@ class KafkaOutSink(EpochSink[OutMessage]):
             self._undelivered.append(str(err))
             HEALTH.sink_failing(self.label, str(err))
         else:
+            self._delivered = True  # the health hears of it once per batch (_report_deliveries)
+
+    def _report_deliveries(self) -> None:
+        if self._delivered:
+            self._delivered = False
             HEALTH.sink_ok(self.label)
 
     def _on_error(self, err: Any) -> None:
@@ -440,6 +446,7 @@ class KafkaOutSink(EpochSink[OutMessage]):
         producer.poll(0)  # serves delivery reports, so a failure surfaces soon
         SINK_BATCH_SECONDS.labels(self.label).observe(time.perf_counter() - started)
         self._raise_undelivered()
+        self._report_deliveries()
 
     def _produce_best_effort(self, producer: Producer, msg: OutMessage) -> None:
         """Produce a best-effort message; one librdkafka refuses at once is counted and logged."""
@@ -457,6 +464,7 @@ class KafkaOutSink(EpochSink[OutMessage]):
             return 0
         left = self._producer.flush() if timeout is None else self._producer.flush(timeout)
         self._raise_undelivered()
+        self._report_deliveries()
         return int(left)
 
     def release(self) -> None:

@@ -50,13 +50,7 @@ from segstream.operators.user import UserConfig, UserLogic, UserUpdate, membersh
 from segstream.operators.windows import WindowLayout
 from segstream.state.profile import UserState
 
-from segstream.config import (
-    DEFAULT_DEAD_LETTER_MAX_BYTES,
-    Config,
-    SegmentsConfig,
-    load_config,
-    load_segments,
-)
+from segstream.config import Config, SegmentsConfig, load_config, load_segments
 from segstream.metrics import (
     CHANGES_OUT,
     CONSUMER_LAG_SECONDS,
@@ -136,13 +130,14 @@ def parse_batch(
     newest_event = 0.0
     valid = late = 0
     rejected: Counter[str] = Counter()
+    read_at = parser.clock()  # what future timestamps are judged by: once per batch
     for item in items:
         if isinstance(item, KafkaError):
             result: Event | Rejected = reject(item, Reason.SOURCE_ERROR, str(item.err))
             source = f"{item.msg.topic}:{item.msg.partition}"
         else:
             result = parse(item.value, key=item.key, topic=item.topic,
-                           partition=item.partition, offset=item.offset)
+                           partition=item.partition, offset=item.offset, now=read_at)
             source = f"{item.topic}:{item.partition}"
             if item.timestamp is not None and item.timestamp[1] > newest_append_ms:
                 newest_append_ms = item.timestamp[1]
@@ -191,8 +186,7 @@ def late_reject(
     return reject(item, Reason.LATE, detail)
 
 
-def dead_letter(dlq_topic: str, rejected: Rejected, max_bytes: int = DEFAULT_DEAD_LETTER_MAX_BYTES
-                ) -> OutMessage:
+def dead_letter(dlq_topic: str, rejected: Rejected, max_bytes: int) -> OutMessage:
     """Build the dead-letter message: original key and bytes, reason and source in headers.
 
     Cut to ``max_bytes`` if larger (:func:`~segstream.operators.changes.dead_letter_parts`),

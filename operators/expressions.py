@@ -217,7 +217,8 @@ class _Parser:
         children, between = [first], []
         while (token := self.take(*ops)) is not None:
             right = operand()
-            for side in (first, right) if len(children) == 1 else (right,):
+            checked = (first, right) if len(children) == 1 else (right,)  # each operand once
+            for side in checked:
                 if side.type != takes:
                     self.fail(token.column, f"'{token.text}' {verb}, not a {side.type}")
             children.append(right)
@@ -320,15 +321,14 @@ class _Parser:
                           "backslash)")
             width = 4 if code == "u" else 8
             digits = body[slash + 2:slash + 2 + width]
-            if len(digits) != width or not all(c in "0123456789abcdefABCDEF" for c in digits):
+            if not _is_hex(digits, width):
                 self.fail(column, f"'\\{code}' takes {width} hexadecimal digits")
             point, at = int(digits, 16), slash + 2 + width
-            if 0xD800 <= point < 0xDC00 and body[at:at + 2] == "\\u":  # a surrogate pair
-                low = body[at + 2:at + 6]
-                if len(low) == 4 and all(c in "0123456789abcdefABCDEF" for c in low) \
-                        and 0xDC00 <= int(low, 16) < 0xE000:
-                    point = 0x10000 + ((point - 0xD800) << 10) + (int(low, 16) - 0xDC00)
-                    at += 6
+            low = body[at + 2:at + 6]
+            if (0xD800 <= point < 0xDC00 and body[at:at + 2] == "\\u" and _is_hex(low, 4)
+                    and 0xDC00 <= int(low, 16) < 0xE000):  # a surrogate pair
+                point = 0x10000 + ((point - 0xD800) << 10) + (int(low, 16) - 0xDC00)
+                at += 6
             if 0xD800 <= point < 0xE000 or point > 0x10FFFF:
                 self.fail(column, f"'\\{code}{digits}' is not a Unicode character")
             out.append(chr(point))
@@ -423,6 +423,11 @@ def _compile(node: Node) -> _Compiled:  # noqa: C901 - one case per node kind
     left, right = (_compile(child) for child in node.children)
     compare = _COMPARE[node.value]
     return lambda values, stats: compare(left(values, stats), right(values, stats))
+
+
+def _is_hex(text: str, width: int) -> bool:
+    """Whether ``text`` is ``width`` hexadecimal digits."""
+    return len(text) == width and all(c in "0123456789abcdefABCDEF" for c in text)
 
 
 def _compile_arithmetic(node: Node) -> _Compiled:

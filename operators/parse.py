@@ -136,8 +136,13 @@ class EventParser:
         topic: str | None = None,
         partition: int | None = None,
         offset: int | None = None,
+        now: float | None = None,
     ) -> Event | Rejected:
-        """Parse one message value; never raises on any input."""
+        """Parse one message value; never raises on any input.
+
+        ``now``: the wall clock future timestamps are judged by (default ``clock()``);
+        the parse step reads the clock once per batch and passes it.
+        """
 
         def reject(reason: Reason, detail: str) -> Rejected:
             return Rejected(reason, detail, raw, key, topic, partition, offset)
@@ -199,11 +204,12 @@ class EventParser:
         if timestamp < self.min_event_time:
             return reject(Reason.TOO_OLD, f"timestamp {stamp!r} is before min_event_time "
                           f"{iso_utc(self.min_event_time)}")
-        latest = self.clock() + self.max_future_skew_s
-        if timestamp > latest:
+        if now is None:
+            now = self.clock()
+        if timestamp > now + self.max_future_skew_s:
             return reject(Reason.FUTURE, f"timestamp {stamp!r} is more than "
                           f"max_future_skew_s ({self.max_future_skew_s:g} s) ahead of the "
-                          f"worker's clock ({iso_utc(latest - self.max_future_skew_s)})")
+                          f"worker's clock ({iso_utc(now)})")
 
         objects = []
         for field_name in ("properties", "context", "traits"):

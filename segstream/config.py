@@ -140,7 +140,8 @@ class Config:
     health_stall_s: float = field(
         default=DEFAULT_STALL_S,
         metadata=_doc("/healthz answers 503 when no source was polled for this long (the worker "
-                      "is blocked), besides while a sink fails or a background thread died."),
+                      "is blocked), or input waited this long with nothing consumed; besides "
+                      "while a sink fails or after a background thread died."),
     )
     snapshot_interval_s: float = field(
         default=10.0,

@@ -359,7 +359,7 @@ class RedisStore:
         return self._layout
 
     def apply(self, updates: Sequence[UserUpdate], *, updated_at: str | None = None) -> int:
-        """Apply updates (profile fields and membership changes) in one pipeline.
+        """Apply updates (profile fields, and the memberships they list) in one pipeline.
 
         Args:
             updates: at most one per user gives the fewest script calls.

@@ -153,4 +153,5 @@ def test_the_kafka_sink_is_failing_only_while_it_can_deliver_nothing() -> None:
     sink._on_error(KafkaError(KafkaError._ALL_BROKERS_DOWN))
     assert not HEALTH.report()[0]
     sink._on_delivery(None, None)  # a delivery: the brokers are back
+    sink._report_deliveries()  # as each batch and epoch close does
     assert HEALTH.report()[0]
