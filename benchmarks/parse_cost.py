@@ -20,9 +20,9 @@ import argparse
 import time
 
 from segstream.flows.segmentation import event_parser
-from segstream.tools.generate import generate
 
 from segstream.config import Config
+from segstream.tools.generate import generate
 
 
 def parse_cost(events: int, runs: int, seed: int = 1) -> float:
